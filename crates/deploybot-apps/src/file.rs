@@ -1,0 +1,308 @@
+//! The apps.yaml syntax: deserialization with source locations, then the
+//! checks serde cannot do (names, duplicates, globs, durations).
+
+use std::collections::{BTreeMap, HashSet};
+
+use deploybot_wire::names;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::{App, AppsError, DEFAULT_TIMEOUT_SECS, DeploySpec, Problem};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    apps: Vec<RawApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<String>,
+    repo: Spanned<String>,
+    hosts: Spanned<Vec<Spanned<String>>>,
+    #[serde(default = "default_true")]
+    deploy_on_push: bool,
+    #[serde(default)]
+    branches: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    tags: Vec<Spanned<String>>,
+    #[serde(default)]
+    deploy: Option<RawDeploy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeploy {
+    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    workdir: Option<Spanned<String>>,
+    #[serde(default = "empty_env")]
+    env: Spanned<BTreeMap<String, String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<RawTimeout>>,
+}
+
+/// `timeout: 10m` or `timeout: 600` (seconds).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTimeout {
+    Seconds(u64),
+    Text(String),
+}
+
+fn empty_env() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(BTreeMap::new(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Longest `deploy.timeout` accepted: a day.
+const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+struct Checker<'a> {
+    origin: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, at: Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.origin.to_owned(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn parse(text: &str, origin: &str) -> Result<Vec<App>, AppsError> {
+    if text.trim().is_empty() {
+        return Err(AppsError::Invalid(vec![Problem {
+            file: origin.to_owned(),
+            line: 1,
+            column: 1,
+            message: "the file is empty; it needs an `apps:` list".to_owned(),
+        }]));
+    }
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|err| {
+        let (line, column) = err
+            .location()
+            .map(|at| (at.line(), at.column()))
+            .unwrap_or((1, 1));
+        AppsError::Invalid(vec![Problem {
+            file: origin.to_owned(),
+            line,
+            column,
+            message: first_line(&err.without_snippet().to_string()),
+        }])
+    })?;
+
+    let mut checker = Checker {
+        origin,
+        problems: Vec::new(),
+    };
+    let mut seen_names = HashSet::new();
+    let mut apps = Vec::with_capacity(raw.apps.len());
+    for raw_app in raw.apps {
+        if let Some(app) = check_app(&mut checker, &mut seen_names, raw_app) {
+            apps.push(app);
+        }
+    }
+    if checker.problems.is_empty() {
+        Ok(apps)
+    } else {
+        Err(AppsError::Invalid(checker.problems))
+    }
+}
+
+/// serde-saphyr appends its own location to messages; we print ours in front.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message);
+    match line.find(" at line ") {
+        Some(cut) => line[..cut].to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option<App> {
+    let before = c.problems.len();
+    let name = raw.name.value;
+    if let Err(why) = names::check_app_name(&name) {
+        c.report(raw.name.referenced, why);
+    } else if !seen.insert(name.clone()) {
+        c.report(
+            raw.name.referenced,
+            format!("duplicate app name {name:?}: app names must be unique"),
+        );
+    }
+    if let Err(why) = names::check_repo(&raw.repo.value) {
+        c.report(raw.repo.referenced, format!("app {name}: {why}"));
+    }
+
+    if raw.hosts.value.is_empty() {
+        c.report(
+            raw.hosts.referenced,
+            format!("app {name}: hosts is empty; list at least one host"),
+        );
+    }
+    let mut hosts: Vec<String> = Vec::with_capacity(raw.hosts.value.len());
+    for host in raw.hosts.value {
+        if let Err(why) = names::check_hostname(&host.value) {
+            c.report(host.referenced, format!("app {name}: {why}"));
+        } else if hosts.contains(&host.value) {
+            c.report(
+                host.referenced,
+                format!("app {name}: host {:?} is listed twice", host.value),
+            );
+        } else {
+            hosts.push(host.value);
+        }
+    }
+
+    let branches = raw
+        .branches
+        .map(|patterns| compile_patterns(c, &name, "branches", patterns));
+    let tags = compile_patterns(c, &name, "tags", raw.tags);
+
+    let deploy = match raw.deploy {
+        Some(deploy) => check_deploy(c, &name, deploy),
+        None => {
+            c.report(
+                raw.name.referenced,
+                format!("app {name}: missing `deploy` section (it needs at least `command`)"),
+            );
+            None
+        }
+    };
+
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(App {
+        name,
+        repo: raw.repo.value,
+        hosts,
+        deploy_on_push: raw.deploy_on_push,
+        branches,
+        tags,
+        deploy: deploy?,
+    })
+}
+
+fn compile_patterns(
+    c: &mut Checker,
+    app: &str,
+    key: &str,
+    raw: Vec<Spanned<String>>,
+) -> Vec<glob::Pattern> {
+    raw.into_iter()
+        .filter_map(|pattern| match glob::Pattern::new(&pattern.value) {
+            Ok(compiled) if !pattern.value.is_empty() => Some(compiled),
+            Ok(_) => {
+                c.report(
+                    pattern.referenced,
+                    format!("app {app}: empty {key} pattern"),
+                );
+                None
+            }
+            Err(err) => {
+                c.report(
+                    pattern.referenced,
+                    format!(
+                        "app {app}: bad {key} pattern {:?}: {}",
+                        pattern.value, err.msg
+                    ),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn check_deploy(c: &mut Checker, app: &str, raw: RawDeploy) -> Option<DeploySpec> {
+    let before = c.problems.len();
+    let command = raw.command.value;
+    if command.is_empty() || command[0].is_empty() {
+        c.report(
+            raw.command.referenced,
+            format!("app {app}: deploy.command needs at least the program to run"),
+        );
+    }
+    if command.iter().any(|arg| arg.contains('\0')) {
+        c.report(
+            raw.command.referenced,
+            format!("app {app}: deploy.command cannot contain NUL bytes"),
+        );
+    }
+    let workdir = raw.workdir.map(|workdir| {
+        if !workdir.value.starts_with('/') {
+            c.report(
+                workdir.referenced,
+                format!(
+                    "app {app}: deploy.workdir {:?} must be an absolute path",
+                    workdir.value
+                ),
+            );
+        }
+        workdir.value
+    });
+    let env = raw.env.value;
+    for key in env.keys() {
+        let valid = key.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            c.report(
+                raw.env.referenced,
+                format!(
+                    "app {app}: deploy.env name {key:?} must be letters, digits and '_', not starting with a digit"
+                ),
+            );
+        } else if key.starts_with("DEPLOYBOT_") {
+            c.report(
+                raw.env.referenced,
+                format!(
+                    "app {app}: deploy.env name {key:?}: DEPLOYBOT_* variables are set by the agent"
+                ),
+            );
+        }
+    }
+    let timeout_secs = match raw.timeout {
+        None => DEFAULT_TIMEOUT_SECS,
+        Some(timeout) => {
+            let secs = match &timeout.value {
+                RawTimeout::Seconds(secs) => Ok(*secs),
+                RawTimeout::Text(text) => humantime::parse_duration(text)
+                    .map(|d| d.as_secs())
+                    .map_err(|err| {
+                        format!("{text:?} is not a duration like 90s, 10m or 1h: {err}")
+                    }),
+            };
+            match secs {
+                Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => secs,
+                Ok(_) => {
+                    c.report(
+                        timeout.referenced,
+                        format!("app {app}: deploy.timeout must be between 1s and 24h"),
+                    );
+                    0
+                }
+                Err(why) => {
+                    c.report(
+                        timeout.referenced,
+                        format!("app {app}: deploy.timeout {why}"),
+                    );
+                    0
+                }
+            }
+        }
+    };
+    (c.problems.len() == before).then_some(DeploySpec {
+        command,
+        workdir,
+        env,
+        timeout_secs,
+    })
+}

@@ -1,0 +1,138 @@
+//! `apps.yaml`: which repository deploys to which hosts, and how.
+//!
+//! - [`load`](AppsConfig::load) / [`parse`](AppsConfig::parse): read and
+//!   validate the file; every problem is reported as `file:line:column: message`.
+//! - [`plan_push`](AppsConfig::plan_push): which apps a GitHub push deploys, and
+//!   why the others do not.
+//! - [`app_for`](AppsConfig::app_for): the app that pairs a repo with a host
+//!   (manual deploys).
+//!
+//! Architecture invariant: this crate is pure: no I/O besides reading the file
+//! it is asked to load, no async, no knowledge of HTTP or storage.
+
+mod file;
+mod matching;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+pub use deploybot_wire::DeploySpec;
+pub use matching::{PairingError, PushPlan, Skipped};
+
+/// The default for `deploy.timeout`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30 * 60;
+
+/// A validated apps.yaml.
+#[derive(Debug, Clone, Default)]
+pub struct AppsConfig {
+    apps: Vec<App>,
+}
+
+/// One app of apps.yaml, validated.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    /// `owner/name`, compared without regard to case as GitHub does.
+    pub repo: String,
+    pub hosts: Vec<String>,
+    pub deploy_on_push: bool,
+    /// Branch patterns; `None` means every branch.
+    pub branches: Option<Vec<glob::Pattern>>,
+    /// Tag patterns; empty means tag pushes never deploy.
+    pub tags: Vec<glob::Pattern>,
+    pub deploy: DeploySpec,
+}
+
+impl App {
+    pub fn deploys_repo(&self, repo: &str) -> bool {
+        self.repo.eq_ignore_ascii_case(repo)
+    }
+}
+
+/// Why apps.yaml could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AppsError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", DisplayProblems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One thing wrong in apps.yaml, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+struct DisplayProblems<'a>(&'a [Problem]);
+
+impl fmt::Display for DisplayProblems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl AppsConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, AppsError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AppsError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Validates `text`; `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, AppsError> {
+        file::parse(text, origin).map(|apps| AppsConfig { apps })
+    }
+
+    pub fn apps(&self) -> &[App] {
+        &self.apps
+    }
+
+    pub fn app(&self, name: &str) -> Option<&App> {
+        self.apps.iter().find(|app| app.name == name)
+    }
+
+    /// Every host some app deploys to.
+    pub fn hosts(&self) -> BTreeSet<&str> {
+        self.apps
+            .iter()
+            .flat_map(|app| app.hosts.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Names of the apps that deploy to `host`.
+    pub fn apps_on_host(&self, host: &str) -> Vec<String> {
+        self.apps
+            .iter()
+            .filter(|app| app.hosts.iter().any(|h| h == host))
+            .map(|app| app.name.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,199 @@
+use deploybot_apps::{AppsConfig, AppsError, PairingError};
+
+const GOOD: &str = r#"
+apps:
+  - name: web
+    repo: acme/web
+    hosts: [web-01, web-02]
+    deploy_on_push: true
+    branches: [main, "release/*"]
+    tags: ["v*"]
+    deploy:
+      command: ["./deploy.sh", "--fast"]
+      workdir: /srv/web
+      env: {RAILS_ENV: production, PORT: 8080}
+      timeout: 10m
+  - name: worker
+    repo: acme/web
+    hosts: [worker-01]
+    deploy:
+      command: [make, deploy]
+  - name: docs
+    repo: acme/docs
+    hosts: [web-01]
+    deploy_on_push: false
+    deploy:
+      command: [./publish]
+      timeout: 90
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match AppsConfig::parse(text, "apps.yaml") {
+        Err(AppsError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("accepted invalid apps.yaml:\n{text}"),
+    }
+}
+
+#[test]
+fn a_valid_file_loads_with_defaults() {
+    let config = AppsConfig::parse(GOOD, "apps.yaml").unwrap();
+    let web = config.app("web").unwrap();
+    assert_eq!(web.hosts, ["web-01", "web-02"]);
+    assert_eq!(web.deploy.command, ["./deploy.sh", "--fast"]);
+    assert_eq!(web.deploy.timeout_secs, 600);
+    assert_eq!(web.deploy.env["PORT"], "8080");
+    assert_eq!(web.deploy.workdir.as_deref(), Some("/srv/web"));
+    let worker = config.app("worker").unwrap();
+    assert!(worker.deploy_on_push);
+    assert_eq!(worker.deploy.timeout_secs, 30 * 60);
+    assert_eq!(config.app("docs").unwrap().deploy.timeout_secs, 90);
+    assert_eq!(
+        config.hosts().into_iter().collect::<Vec<_>>(),
+        ["web-01", "web-02", "worker-01"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_reported_with_their_position() {
+    let text = "apps:\n  - name: web\n    repo: acme/web\n    hostz: [a]\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("apps.yaml:4:5: "), "{found:?}");
+    assert!(found[0].contains("hostz"), "{found:?}");
+}
+
+#[test]
+fn semantic_problems_are_all_reported_with_positions() {
+    let text = r#"apps:
+  - name: web
+    repo: not-a-repo
+    hosts: []
+    deploy:
+      command: [./d]
+  - name: web
+    repo: acme/web
+    hosts: [web-01]
+    branches: ["release/[x"]
+    deploy:
+      command: [./d]
+      timeout: soon
+  - name: api
+    repo: acme/api
+    hosts: ["bad host"]
+"#;
+    let found = problems(text);
+    let expected_prefixes = [
+        "apps.yaml:3:11: app web: repo \"not-a-repo\" must look like owner/name",
+        "apps.yaml:4:12: app web: hosts is empty",
+        "apps.yaml:7:11: duplicate app name \"web\"",
+        "apps.yaml:10:16: app web: bad branches pattern \"release/[x\"",
+        "apps.yaml:13:16: app web: deploy.timeout \"soon\" is not a duration",
+        "apps.yaml:16:13: app api: host \"bad host\" is not a valid host name",
+        "apps.yaml:14:11: app api: missing `deploy` section",
+    ];
+    assert_eq!(found.len(), expected_prefixes.len(), "{found:#?}");
+    for prefix in expected_prefixes {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_string_command_is_refused_because_there_is_no_shell() {
+    let text = "apps:\n  - name: web\n    repo: acme/web\n    hosts: [a]\n    deploy:\n      command: ./deploy.sh --fast\n";
+    let found = problems(text);
+    assert!(found[0].starts_with("apps.yaml:6:"), "{found:?}");
+}
+
+#[test]
+fn syntax_errors_and_empty_files_have_positions() {
+    assert!(problems("apps: [")[0].starts_with("apps.yaml:1:"));
+    assert_eq!(
+        problems("\n"),
+        ["apps.yaml:1:1: the file is empty; it needs an `apps:` list"]
+    );
+}
+
+#[test]
+fn branch_pushes_match_branch_globs_only() {
+    let config = AppsConfig::parse(GOOD, "apps.yaml").unwrap();
+    let names = |git_ref: &str| -> Vec<String> {
+        config
+            .plan_push("acme/web", git_ref)
+            .targets
+            .iter()
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    assert_eq!(names("refs/heads/main"), ["web", "worker"]);
+    assert_eq!(names("refs/heads/release/1.2"), ["web", "worker"]);
+    // `*` does not cross `/`; worker has no branch filter so it takes every branch.
+    assert_eq!(names("refs/heads/release/1.2/hotfix"), ["worker"]);
+    assert_eq!(names("refs/heads/feature"), ["worker"]);
+    // Tags only deploy through tag patterns.
+    assert_eq!(names("refs/tags/v1.0"), ["web"]);
+    assert!(names("refs/tags/nightly").is_empty());
+    // Repo names are case-insensitive, as on GitHub.
+    assert_eq!(
+        config
+            .plan_push("ACME/Web", "refs/heads/main")
+            .targets
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn skipped_apps_say_why() {
+    let config = AppsConfig::parse(GOOD, "apps.yaml").unwrap();
+    let plan = config.plan_push("acme/docs", "refs/heads/main");
+    assert!(plan.targets.is_empty());
+    assert_eq!(
+        plan.no_match_reason("acme/docs", "refs/heads/main"),
+        "push to refs/heads/main deploys nothing: app docs: deploy_on_push is off"
+    );
+    let plan = config.plan_push("acme/web", "refs/tags/nightly");
+    let reason = plan.no_match_reason("acme/web", "refs/tags/nightly");
+    assert!(
+        reason.contains("app web: tag nightly matches none of tags [v*]"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("app worker: tag nightly not deployed"),
+        "{reason}"
+    );
+    assert_eq!(
+        config
+            .plan_push("acme/nope", "refs/heads/main")
+            .no_match_reason("acme/nope", "refs/heads/main"),
+        "no app in apps.yaml deploys repo acme/nope"
+    );
+}
+
+#[test]
+fn manual_deploys_find_the_app_pairing_repo_and_host() {
+    let config = AppsConfig::parse(GOOD, "apps.yaml").unwrap();
+    assert_eq!(
+        config.app_for("acme/web", "web-02", None).unwrap().name,
+        "web"
+    );
+    assert_eq!(
+        config.app_for("acme/web", "web-09", None).unwrap_err(),
+        PairingError::HostNotPaired {
+            repo: "acme/web".into(),
+            host: "web-09".into(),
+            hosts: vec!["web-01".into(), "web-02".into(), "worker-01".into()],
+        }
+    );
+    assert!(matches!(
+        config.app_for("acme/other", "web-01", None),
+        Err(PairingError::UnknownRepo { .. })
+    ));
+    assert!(matches!(
+        config.app_for("acme/web", "web-01", Some("docs")),
+        Err(PairingError::OtherRepo { .. })
+    ));
+}

@@ -1,0 +1,214 @@
+//! The DeployBot controller.
+//!
+//! Map of this crate:
+//! - [`settings`]: layered settings (defaults, file, env, flags) and `config example`.
+//! - [`Controller`]: opens the store, loads apps.yaml, binds the socket; `run`
+//!   serves until the shutdown future resolves.
+//! - `routes/`: one module per API resource; `routes::router` assembles them.
+//! - `webhook/`: GitHub signature verification and push parsing.
+//! - `presence`: agents' last-seen times (soft state, saved in batches).
+//! - `dispatch`: which hosts may have pending jobs (a hint for heartbeats).
+//! - `error`: the one error type and the extractors that use it.
+//!
+//! Architecture invariant: handlers reach the database only through
+//! [`deploybot_store::Store`]; in-memory structures are hints or caches
+//! rebuilt from the store at start.
+
+mod dispatch;
+mod error;
+mod openapi;
+mod presence;
+mod routes;
+pub mod settings;
+mod state;
+mod webhook;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploybot_apps::{AppsConfig, AppsError};
+use deploybot_store::StoreError;
+use tokio::net::TcpListener;
+
+pub use settings::{Settings, SettingsError, SettingsLayer};
+
+use dispatch::Dispatch;
+use presence::Presence;
+use state::{AppState, AppsHandle};
+
+/// How often heartbeats are saved.
+const SAVE_HEARTBEATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Settings(#[from] SettingsError),
+    #[error("invalid apps.yaml:\n{0}")]
+    Apps(#[from] AppsError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// A controller ready to serve: store open, config loaded, socket bound.
+pub struct Controller {
+    listener: TcpListener,
+    state: AppState,
+    apps_path: PathBuf,
+    apps_required: bool,
+}
+
+fn load_apps(path: &Path, required: bool) -> Result<Option<AppsConfig>, AppsError> {
+    match AppsConfig::load(path) {
+        Err(AppsError::Read { source, .. })
+            if !required && source.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
+impl Controller {
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let apps = match load_apps(&settings.apps, settings.apps_required)? {
+            Some(apps) => apps,
+            None => {
+                tracing::warn!(
+                    path = %settings.apps.display(),
+                    "no apps.yaml found: starting with no apps (set --apps or DEPLOYBOT_APPS)"
+                );
+                AppsConfig::default()
+            }
+        };
+        let store = deploybot_store::open(&settings.database_url).await?;
+        let agents = store.agents().await?;
+        let pending = store.hosts_with_pending_jobs().await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        if settings.webhook_secret.is_none() {
+            tracing::warn!(
+                "no webhook secret configured: GitHub webhooks will be refused until DEPLOYBOT_WEBHOOK_SECRET is set"
+            );
+        }
+        tracing::info!(
+            apps = apps.apps().len(),
+            agents = agents.len(),
+            hosts_with_pending_jobs = pending.len(),
+            database = %deploybot_store::redact_url(&settings.database_url),
+            "controller ready"
+        );
+        let state = AppState {
+            store,
+            apps: Arc::new(AppsHandle::new(apps)),
+            presence: Arc::new(Presence::new(&agents)),
+            dispatch: Arc::new(Dispatch::new(pending)),
+            webhook_secret: settings.webhook_secret.map(Arc::new),
+            lease_timeout: settings.lease_timeout,
+        };
+        Ok(Controller {
+            listener,
+            state,
+            apps_path: settings.apps,
+            apps_required: settings.apps_required,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// and saves the last heartbeats.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let saver = tokio::spawn(save_heartbeats(self.state.clone(), stopped.clone()));
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(
+            self.state.apps.clone(),
+            self.apps_path.clone(),
+            self.apps_required,
+            stopped,
+        ));
+        let app = routes::router(self.state.clone());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop.send(true);
+        let _ = saver.await;
+        served
+    }
+}
+
+/// Saves heartbeats once a second, and once more when stopping.
+async fn save_heartbeats(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SAVE_HEARTBEATS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = every.tick() => false,
+            _ = stopped.changed() => true,
+        };
+        let beats = state.presence.take_unsaved();
+        if !beats.is_empty()
+            && let Err(err) = state.store.save_heartbeats(beats.clone()).await
+        {
+            tracing::warn!(error = %err, "could not save heartbeats; will retry");
+            state.presence.unsaved_again(beats);
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Reloads apps.yaml on SIGHUP; an invalid file keeps the running config.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    apps: Arc<AppsHandle>,
+    path: PathBuf,
+    required: bool,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; apps.yaml reload disabled");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stopped.changed() => return,
+        }
+        match load_apps(&path, required) {
+            Ok(Some(config)) => {
+                let count = config.apps().len();
+                apps.replace(config);
+                tracing::info!(path = %path.display(), apps = count, "reloaded apps.yaml");
+            }
+            Ok(None) => tracing::warn!(
+                path = %path.display(),
+                "apps.yaml not found; keeping the previous config"
+            ),
+            Err(err) => tracing::error!(
+                path = %path.display(),
+                "apps.yaml reload failed; keeping the previous config:\n{err}"
+            ),
+        }
+    }
+}

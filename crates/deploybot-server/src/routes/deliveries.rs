@@ -1,0 +1,42 @@
+//! `GET /v1/deliveries`: recent webhook deliveries and what each did.
+
+use axum::Json;
+use axum::extract::State;
+use deploybot_wire::{Delivery, ErrorBody};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiQuery};
+use crate::routes::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// 1 to 1000; default 50.
+    limit: Option<u32>,
+}
+
+/// Recent webhook deliveries, newest first, with their verdict and jobs.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "webhooks",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<Delivery>),
+        (status = 400, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Delivery>>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(Json(state.store.deliveries(limit).await?))
+}

@@ -1,0 +1,250 @@
+//! `/v1/jobs`: create, list, inspect, and agents' status reports.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use deploybot_store::{JobFilter, NewJob, ReportOutcome, StatusReport};
+use deploybot_wire::{
+    CreateJobRequest, ErrorBody, Job, JobResponse, JobSource, JobStatus, UpdateJobStatusRequest,
+    UpdateJobStatusResponse, names,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+/// Largest `metadata` accepted, serialized.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Deepest nesting accepted in `metadata`.
+const MAX_METADATA_DEPTH: usize = 8;
+/// Longest `error` text kept from an agent's report.
+const MAX_ERROR_BYTES: usize = 16 * 1024;
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn check_metadata(metadata: serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    let metadata = match metadata {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        object @ serde_json::Value::Object(_) => object,
+        _ => return Err(ApiError::invalid("metadata must be a JSON object")),
+    };
+    if serde_json::to_vec(&metadata).map_or(usize::MAX, |b| b.len()) > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(format!(
+            "metadata is larger than {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    if depth(&metadata) > MAX_METADATA_DEPTH {
+        return Err(ApiError::invalid(format!(
+            "metadata nests deeper than {MAX_METADATA_DEPTH} levels"
+        )));
+    }
+    Ok(metadata)
+}
+
+/// Queue a deployment.
+///
+/// The deploy spec comes from the apps.yaml app that pairs `repo` with
+/// `host`. If the same app, repo, ref, sha and host already has a pending or
+/// running job, that job is returned with status 200 and `created: false`.
+/// A new job supersedes older pending jobs of the same app and host.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body = CreateJobRequest,
+    responses(
+        (status = 201, description = "Queued", body = JobResponse),
+        (status = 200, description = "An identical job is already open", body = JobResponse),
+        (status = 422, description = "Invalid values, or no app pairs the repo with the host", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateJobRequest>,
+) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    names::check_repo(&request.repo).map_err(ApiError::invalid)?;
+    names::check_ref(&request.git_ref).map_err(ApiError::invalid)?;
+    names::check_hostname(&request.host).map_err(ApiError::invalid)?;
+    if let Some(sha) = &request.sha {
+        names::check_sha(sha).map_err(ApiError::invalid)?;
+    }
+    let metadata = check_metadata(request.metadata)?;
+    let apps = state.apps.get();
+    let app = apps
+        .app_for(&request.repo, &request.host, request.app.as_deref())
+        .map_err(|err| ApiError::invalid(err.to_string()))?;
+    let enqueued = state
+        .store
+        .enqueue(NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            app: app.name.clone(),
+            repo: app.repo.clone(),
+            git_ref: request.git_ref,
+            sha: request.sha.map(|s| s.to_ascii_lowercase()),
+            host: request.host,
+            metadata,
+            source: JobSource::Manual,
+            delivery_id: None,
+            deploy: app.deploy.clone(),
+        })
+        .await?;
+    let status = if enqueued.created {
+        state.dispatch.job_enqueued(&enqueued.job.host);
+        tracing::info!(job = %enqueued.job.id, host = %enqueued.job.host, app = %enqueued.job.app, "job queued");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(JobResponse {
+            job: enqueued.job,
+            created: enqueued.created,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<JobStatus>,
+    host: Option<String>,
+    repo: Option<String>,
+    app: Option<String>,
+    /// 1 to 1000; default 50.
+    limit: Option<u32>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = Vec<Job>),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let jobs = state
+        .store
+        .jobs(JobFilter {
+            status: query.status,
+            host: query.host,
+            repo: query.repo,
+            app: query.app,
+            limit,
+        })
+        .await?;
+    Ok(Json(jobs))
+}
+
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobResponse),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let job = state
+        .store
+        .job(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+    Ok(Json(JobResponse { job, created: true }))
+}
+
+/// Report a job's outcome (agents).
+///
+/// Allowed: `running` (an acknowledgement, changes nothing) and, for a
+/// running job, `success`, `failed` or `cancelled`. Repeating the job's
+/// current status is answered with `updated: false`. Any other transition,
+/// or a report from an agent the job is not assigned to, is a 409.
+#[utoipa::path(
+    put,
+    path = "/v1/jobs/{id}/status",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = UpdateJobStatusRequest,
+    responses(
+        (status = 200, body = UpdateJobStatusResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Transition not allowed; nothing changed", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn report_status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<UpdateJobStatusRequest>,
+) -> Result<Json<UpdateJobStatusResponse>, ApiError> {
+    if !matches!(
+        request.status,
+        JobStatus::Running | JobStatus::Success | JobStatus::Failed | JobStatus::Cancelled
+    ) {
+        return Err(ApiError::invalid(
+            "status must be running, success, failed or cancelled",
+        ));
+    }
+    let error = request.error.map(|mut text| {
+        if text.len() > MAX_ERROR_BYTES {
+            let mut cut = MAX_ERROR_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        text
+    });
+    let outcome = state
+        .store
+        .report_status(
+            id.clone(),
+            StatusReport {
+                status: request.status,
+                error,
+                exit_code: request.exit_code,
+                agent_id: request.agent_id,
+            },
+        )
+        .await?;
+    let (status, updated) = match outcome {
+        ReportOutcome::Updated(status) => (status, true),
+        ReportOutcome::Unchanged(status) => (status, false),
+    };
+    if updated {
+        tracing::info!(job = %id, status = %status, "job finished");
+    }
+    Ok(Json(UpdateJobStatusResponse {
+        job_id: id,
+        status,
+        updated,
+    }))
+}

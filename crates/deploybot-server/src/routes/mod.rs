@@ -1,0 +1,55 @@
+//! The HTTP API, one module per resource.
+
+pub(crate) mod agents;
+pub(crate) mod deliveries;
+pub(crate) mod health;
+pub(crate) mod hosts;
+pub(crate) mod jobs;
+pub(crate) mod webhooks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{self, ApiError};
+use crate::openapi;
+use crate::state::AppState;
+
+/// Body limit of the API.
+const API_BODY_LIMIT: usize = 1024 * 1024;
+/// Body limit of webhooks: GitHub's own cap.
+const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/agents", get(agents::list))
+        .route("/v1/agents/register", post(agents::register))
+        .route("/v1/agents/{id}/heartbeat", post(agents::heartbeat))
+        .route("/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/status", put(jobs::report_status))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/health", get(health::health))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    let webhooks = Router::new()
+        .route("/v1/webhooks/github", post(webhooks::github))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
+    Router::new()
+        .merge(api)
+        .merge(webhooks)
+        .merge(openapi::routes())
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the controller logged the details",
+            ))
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,196 @@
+//! `POST /v1/webhooks/github`: GitHub push deliveries become jobs.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use deploybot_store::{NewDelivery, NewJob};
+use deploybot_wire::signature::{self, SIGNATURE_HEADER, SignatureError};
+use deploybot_wire::{DeliveryVerdict, JobSource, WebhookResponse, names};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::webhook::{self, Payload};
+
+/// Receive a GitHub webhook delivery.
+///
+/// The body must be signed with the shared secret (`X-Hub-Signature-256`).
+/// A push creates one job per host of every app whose branch or tag
+/// patterns match. The answer comes only after the delivery and its jobs
+/// are committed to disk. A redelivery (same `X-GitHub-Delivery`) creates
+/// nothing and answers with the first delivery's jobs.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/github",
+    tag = "webhooks",
+    request_body(content = Object, description = "A GitHub event payload", content_type = "application/json"),
+    params(
+        ("X-GitHub-Event" = String, Header, description = "push, ping, …"),
+        ("X-GitHub-Delivery" = Option<String>, Header, description = "Delivery id, used to recognise redeliveries"),
+        ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body"),
+    ),
+    responses(
+        (status = 200, description = "Received; see `verdict` for what it did", body = WebhookResponse),
+        (status = 400, description = "Missing header or unreadable payload", body = deploybot_wire::ErrorBody),
+        (status = 401, description = "Missing or wrong signature", body = deploybot_wire::ErrorBody),
+        (status = 413, description = "Body over 25 MiB", body = deploybot_wire::ErrorBody),
+        (status = 415, description = "Not JSON nor form-encoded", body = deploybot_wire::ErrorBody),
+    )
+)]
+pub async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<WebhookResponse>, ApiError> {
+    let Some(secret) = &state.webhook_secret else {
+        return Err(ApiError::unauthorized(
+            "webhook_secret_unset",
+            "this controller has no webhook secret configured (DEPLOYBOT_WEBHOOK_SECRET), so it cannot verify deliveries",
+        ));
+    };
+    let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
+    signature::verify(secret.expose().as_bytes(), &body, header).map_err(|err| match err {
+        SignatureError::Missing => {
+            ApiError::unauthorized("missing_signature", "missing X-Hub-Signature-256 header")
+        }
+        SignatureError::Malformed => ApiError::unauthorized(
+            "bad_signature",
+            "X-Hub-Signature-256 must be sha256= followed by 64 hex digits",
+        ),
+        SignatureError::Mismatch => ApiError::unauthorized(
+            "bad_signature",
+            "X-Hub-Signature-256 does not match the body signed with the webhook secret",
+        ),
+    })?;
+
+    let event = webhook::event(&headers)?;
+    let delivery_id = webhook::delivery_id(&headers)?
+        .unwrap_or_else(|| format!("local-{}", uuid::Uuid::now_v7()));
+    let payload = webhook::payload(&headers, &body)?;
+    let repo = payload.repository.as_ref().map(|r| r.full_name.clone());
+    let mut delivery = NewDelivery {
+        delivery_id,
+        event: event.clone(),
+        repo: repo.clone(),
+        git_ref: payload.git_ref.clone(),
+        sha: payload.after.clone(),
+        verdict: DeliveryVerdict::NoMatch,
+        message: String::new(),
+    };
+    let jobs = match event.as_str() {
+        "ping" => {
+            delivery.verdict = DeliveryVerdict::Ping;
+            delivery.message = "pong: the webhook is set up".into();
+            Vec::new()
+        }
+        "push" => plan_push(&state, &payload, &mut delivery)?,
+        other => {
+            delivery.verdict = DeliveryVerdict::IgnoredEvent;
+            delivery.message = format!("event {other:?} ignored: only push events deploy");
+            Vec::new()
+        }
+    };
+
+    let outcome = state.store.ingest_delivery(delivery.clone(), jobs).await?;
+    for host in &outcome.hosts_with_new_jobs {
+        state.dispatch.job_enqueued(host);
+    }
+    let message = if outcome.duplicate {
+        format!(
+            "delivery {} was already received: {}",
+            delivery.delivery_id, outcome.message
+        )
+    } else {
+        outcome.message
+    };
+    tracing::info!(
+        delivery = %delivery.delivery_id,
+        event = %event,
+        verdict = outcome.verdict.as_str(),
+        jobs = outcome.job_ids.len(),
+        duplicate = outcome.duplicate,
+        "webhook received"
+    );
+    Ok(Json(WebhookResponse {
+        received: true,
+        jobs_created: outcome.job_ids,
+        message,
+        delivery_id: delivery.delivery_id,
+        verdict: outcome.verdict,
+        duplicate: outcome.duplicate,
+    }))
+}
+
+/// Decides what a push deploys; fills in the delivery's verdict and message.
+fn plan_push(
+    state: &AppState,
+    payload: &Payload,
+    delivery: &mut NewDelivery,
+) -> Result<Vec<NewJob>, ApiError> {
+    let (Some(repo), Some(git_ref)) = (&delivery.repo, &payload.git_ref) else {
+        return Err(ApiError::bad_request(
+            "push payload lacks repository.full_name or ref",
+        ));
+    };
+    names::check_repo(repo).map_err(ApiError::bad_request)?;
+    names::check_ref(git_ref).map_err(ApiError::bad_request)?;
+    if payload.deleted {
+        delivery.verdict = DeliveryVerdict::Deleted;
+        delivery.message = format!("{git_ref} was deleted: nothing to deploy");
+        return Ok(Vec::new());
+    }
+    // GitHub sends 40 zeros as `after` only for deletions; anything else that
+    // is not a SHA is dropped rather than trusted.
+    let sha = payload
+        .after
+        .clone()
+        .filter(|sha| names::check_sha(sha).is_ok());
+
+    let apps = state.apps.get();
+    let plan = apps.plan_push(repo, git_ref);
+    if plan.targets.is_empty() {
+        delivery.verdict = DeliveryVerdict::NoMatch;
+        delivery.message = plan.no_match_reason(repo, git_ref);
+        return Ok(Vec::new());
+    }
+
+    let metadata = serde_json::json!({
+        "pusher": payload.pusher.as_ref().and_then(|p| p.name.clone()),
+        "message": payload.head_commit.as_ref().and_then(|c| c.message.as_deref()).map(webhook::headline),
+        "compare": payload.compare,
+    });
+    let mut jobs = Vec::new();
+    let mut deployed = Vec::new();
+    for app in &plan.targets {
+        deployed.push(format!("{} → {}", app.name, app.hosts.join(", ")));
+        for host in &app.hosts {
+            jobs.push(NewJob {
+                id: uuid::Uuid::now_v7().to_string(),
+                app: app.name.clone(),
+                repo: app.repo.clone(),
+                git_ref: git_ref.clone(),
+                sha: sha.clone(),
+                host: host.clone(),
+                metadata: metadata.clone(),
+                source: JobSource::Webhook,
+                delivery_id: Some(delivery.delivery_id.clone()),
+                deploy: app.deploy.clone(),
+            });
+        }
+    }
+    let short_sha = sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?");
+    let mut message = format!(
+        "queued {} job(s) for {git_ref}@{short_sha}: {}",
+        jobs.len(),
+        deployed.join("; ")
+    );
+    for skipped in &plan.skipped {
+        message.push_str(&format!(
+            "; app {} skipped: {}",
+            skipped.app, skipped.reason
+        ));
+    }
+    delivery.verdict = DeliveryVerdict::Queued;
+    delivery.message = message;
+    Ok(jobs)
+}

@@ -1,0 +1,245 @@
+//! The controller's settings, layered: defaults, then the config file, then
+//! `DEPLOYBOT_*` environment variables, then command-line flags.
+//!
+//! The binary turns its flags and environment into a [`SettingsLayer`]; this
+//! module reads the file layer and fills in defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Name of the SQLite file created in the data directory.
+pub const DATABASE_FILE: &str = "deploybot.db";
+
+/// A secret value: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One layer of settings; `None` leaves the value to the layer below.
+/// Also the format of the config file (TOML).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsLayer {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub apps: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub webhook_secret: Option<Secret>,
+    pub lease_timeout: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl SettingsLayer {
+    /// `self` where set, `lower` elsewhere.
+    pub fn over(self, lower: SettingsLayer) -> SettingsLayer {
+        SettingsLayer {
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            apps: self.apps.or(lower.apps),
+            database_url: self.database_url.or(lower.database_url),
+            webhook_secret: self.webhook_secret.or(lower.webhook_secret),
+            lease_timeout: self.lease_timeout.or(lower.lease_timeout),
+        }
+    }
+
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<SettingsLayer, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            SettingsError(format!("cannot read config file {}: {err}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|err| SettingsError(format!("config file {}: {err}", path.display())))
+    }
+}
+
+/// The controller's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Path of apps.yaml.
+    pub apps: PathBuf,
+    /// Whether `apps` was configured (a missing file is then an error) or is
+    /// the default (a missing file means no apps yet).
+    pub apps_required: bool,
+    pub database_url: String,
+    /// Key of the webhook HMAC; webhooks are refused while it is unset.
+    pub webhook_secret: Option<Secret>,
+    /// An agent silent this long is shown offline.
+    pub lease_timeout: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "deploybot-data";
+pub const DEFAULT_APPS: &str = "apps.yaml";
+pub const DEFAULT_LEASE_TIMEOUT: &str = "60s";
+
+impl Settings {
+    /// Resolves a layer against the defaults.
+    pub fn resolve(layer: SettingsLayer) -> Result<Settings, SettingsError> {
+        let listen_text = layer.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text.parse().map_err(|_| {
+            SettingsError(format!(
+                "listen address {listen_text:?} must be IP:PORT, e.g. 127.0.0.1:8080"
+            ))
+        })?;
+        let data_dir = layer
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let apps_required = layer.apps.is_some();
+        let apps = layer.apps.unwrap_or_else(|| PathBuf::from(DEFAULT_APPS));
+        let database_url = layer
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join(DATABASE_FILE).display()));
+        let lease_text = layer
+            .lease_timeout
+            .as_deref()
+            .unwrap_or(DEFAULT_LEASE_TIMEOUT);
+        let lease_timeout = humantime::parse_duration(lease_text)
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| {
+                SettingsError(format!(
+                    "lease timeout {lease_text:?} must be a duration of at least 1s, e.g. 60s"
+                ))
+            })?;
+        let webhook_secret = layer.webhook_secret.filter(|s| !s.expose().is_empty());
+        Ok(Settings {
+            listen,
+            data_dir,
+            apps,
+            apps_required,
+            database_url,
+            webhook_secret,
+            lease_timeout,
+        })
+    }
+}
+
+/// A commented config file with every setting at its default.
+pub fn example_config() -> String {
+    format!(
+        r#"# deploybot server configuration (TOML).
+# Precedence: built-in defaults < this file (--config FILE) < DEPLOYBOT_* environment < flags.
+
+# Address and port to serve the API and webhooks on.   env: DEPLOYBOT_LISTEN   flag: --listen
+listen = "{DEFAULT_LISTEN}"
+
+# Directory for the embedded SQLite database ({DATABASE_FILE}), created on first start.
+#                                                       env: DEPLOYBOT_DATA_DIR   flag: --data-dir
+data_dir = "{DEFAULT_DATA_DIR}"
+
+# apps.yaml: which repository deploys to which hosts, and how.
+# When this is not set and ./apps.yaml does not exist, the controller starts with no apps.
+#                                                       env: DEPLOYBOT_APPS   flag: --apps
+apps = "{DEFAULT_APPS}"
+
+# Database URL. Default: sqlite://<data_dir>/{DATABASE_FILE}
+#                                                       env: DEPLOYBOT_DATABASE_URL   flag: --database-url
+# database_url = "sqlite:///var/lib/deploybot/{DATABASE_FILE}"
+
+# Secret shared with GitHub to sign webhooks (X-Hub-Signature-256). Webhooks are
+# refused until it is set. Prefer the environment over this file for secrets.
+#                                                       env: DEPLOYBOT_WEBHOOK_SECRET (or GITHUB_WEBHOOK_SECRET)
+# webhook_secret = "change-me"
+
+# An agent silent for this long is shown offline.       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout
+lease_timeout = "{DEFAULT_LEASE_TIMEOUT}"
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let layer: SettingsLayer = toml::from_str(&example_config()).unwrap();
+        let from_example = Settings::resolve(layer).unwrap();
+        let defaults = Settings::resolve(SettingsLayer::default()).unwrap();
+        assert_eq!(from_example.listen, defaults.listen);
+        assert_eq!(from_example.data_dir, defaults.data_dir);
+        assert_eq!(from_example.database_url, defaults.database_url);
+        assert_eq!(from_example.lease_timeout, defaults.lease_timeout);
+    }
+
+    #[test]
+    fn upper_layers_win() {
+        let file = SettingsLayer {
+            listen: Some("127.0.0.1:9000".into()),
+            data_dir: Some("/from/file".into()),
+            ..Default::default()
+        };
+        let env = SettingsLayer {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(env.over(file)).unwrap();
+        assert_eq!(settings.listen.port(), 9100);
+        assert_eq!(settings.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(settings.database_url, "sqlite:///from/file/deploybot.db");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_output() {
+        let layer = SettingsLayer {
+            webhook_secret: Some(Secret::new("hunter2")),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(layer).unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let bad_listen = SettingsLayer {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(bad_listen)
+                .unwrap_err()
+                .0
+                .contains("IP:PORT")
+        );
+        let bad_lease = SettingsLayer {
+            lease_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(bad_lease)
+                .unwrap_err()
+                .0
+                .contains("lease timeout")
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! What every handler shares.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use deploybot_apps::AppsConfig;
+use deploybot_store::Store;
+
+use crate::dispatch::Dispatch;
+use crate::presence::Presence;
+use crate::settings::Secret;
+
+/// Cheap to clone: a handful of `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub apps: Arc<AppsHandle>,
+    pub presence: Arc<Presence>,
+    pub dispatch: Arc<Dispatch>,
+    pub webhook_secret: Option<Arc<Secret>>,
+    /// Agents silent this long are offline.
+    pub lease_timeout: Duration,
+}
+
+/// The current apps.yaml, swapped whole on reload.
+pub struct AppsHandle {
+    current: RwLock<Arc<AppsConfig>>,
+}
+
+impl AppsHandle {
+    pub fn new(config: AppsConfig) -> Self {
+        AppsHandle {
+            current: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    /// A snapshot: a request sees one version of the config throughout.
+    pub fn get(&self) -> Arc<AppsConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, config: AppsConfig) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+    }
+}

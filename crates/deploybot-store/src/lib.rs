@@ -1,0 +1,242 @@
+//! The durable job queue.
+//!
+//! [`Store`] is the one interface the controller uses to read and change its
+//! state: agents, jobs and webhook deliveries. [`open`] picks the backend from
+//! a database URL; today that is SQLite (`sqlite://path`), the embedded
+//! default.
+//!
+//! Architecture invariants:
+//! - Only this crate speaks SQL. Callers see [`Store`] and wire types.
+//! - Every rule about the queue that can be expressed in the schema is (one
+//!   running job per host: a partial unique index), so it holds whatever the
+//!   code above does.
+//! - A write method returns only after its transaction is durably committed.
+//! - Each backend owns its migrations; a shipped migration is never edited
+//!   (the runner refuses to start when an applied migration's checksum changed).
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deploybot_wire::{
+    Agent, AgentStatus, DeliveryVerdict, DeploySpec, Job, JobSource, JobStatus, Timestamp,
+};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The named record does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The change conflicts with the record's current state; nothing changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed. The text is for logs, never for clients.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shutting down or its writer is gone.
+    #[error("the store is closed")]
+    Closed,
+    /// The database URL or schema cannot be used.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub app: String,
+    pub repo: String,
+    pub git_ref: String,
+    pub sha: Option<String>,
+    pub host: String,
+    pub metadata: serde_json::Value,
+    pub source: JobSource,
+    pub delivery_id: Option<String>,
+    pub deploy: DeploySpec,
+}
+
+/// The result of enqueueing: the new job, or the identical open one.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub job: Job,
+    /// `false` when an open job with the same repo, ref, sha and host existed.
+    pub created: bool,
+    /// Jobs this one superseded.
+    pub superseded: Vec<String>,
+}
+
+/// A webhook delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub delivery_id: String,
+    pub event: String,
+    pub repo: Option<String>,
+    pub git_ref: Option<String>,
+    pub sha: Option<String>,
+    pub verdict: DeliveryVerdict,
+    pub message: String,
+}
+
+/// What recording a delivery did.
+#[derive(Debug, Clone)]
+pub struct DeliveryOutcome {
+    /// The jobs of this delivery (of its first reception, for a redelivery).
+    pub job_ids: Vec<String>,
+    pub verdict: DeliveryVerdict,
+    pub message: String,
+    /// `true` when the delivery id was already recorded: nothing was created.
+    pub duplicate: bool,
+    /// Hosts that got a new pending job.
+    pub hosts_with_new_jobs: Vec<String>,
+}
+
+/// Filters of `GET /v1/jobs`; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub host: Option<String>,
+    pub repo: Option<String>,
+    pub app: Option<String>,
+    pub limit: u32,
+}
+
+/// An agent's report on its job.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub status: JobStatus,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The reporting agent, when it said who it is.
+    pub agent_id: Option<String>,
+}
+
+/// What a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Updated(JobStatus),
+    /// The job already had this status (a repeated report).
+    Unchanged(JobStatus),
+}
+
+/// What a heartbeat's claim found.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// This job is now running on the agent.
+    Job(Box<Job>),
+    /// The host has pending jobs but one is already running.
+    HostBusy,
+    /// Nothing is pending for the host.
+    NothingPending,
+}
+
+/// A heartbeat to save: when the agent was last seen and what it said.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    pub agent_id: String,
+    pub status: AgentStatus,
+    pub at: Timestamp,
+}
+
+/// The jobs of one host, for `GET /v1/hosts`.
+#[derive(Debug, Clone)]
+pub struct HostJobs {
+    pub hostname: String,
+    pub current: Option<Job>,
+    pub last: Option<Job>,
+    pub pending: u64,
+}
+
+/// The controller's state. Implemented once per database engine.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A round trip to the database.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Registers `hostname`, or refreshes its registration: one hostname, one
+    /// agent id, kept across registrations. `new_id` is used for a new host.
+    async fn register_agent(
+        &self,
+        new_id: String,
+        hostname: String,
+        capabilities: Vec<String>,
+    ) -> Result<Agent, StoreError>;
+
+    /// Every registered agent, status as last saved.
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+
+    /// Saves last-seen times. Heartbeats arrive far more often than they are
+    /// saved; see the server's presence tracker.
+    async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError>;
+
+    /// Hands the oldest pending job of `host` to `agent_id`, unless the host
+    /// already runs one. Atomic: concurrent claims never get the same job.
+    async fn claim_job(&self, agent_id: String, host: String) -> Result<Claim, StoreError>;
+
+    /// Enqueues a job, or returns the open identical one. Supersedes older
+    /// pending jobs of the same app and host.
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError>;
+
+    /// Records a webhook delivery with its jobs in one transaction; a
+    /// delivery id seen before creates nothing and returns the first outcome.
+    async fn ingest_delivery(
+        &self,
+        delivery: NewDelivery,
+        jobs: Vec<NewJob>,
+    ) -> Result<DeliveryOutcome, StoreError>;
+
+    async fn job(&self, id: String) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs, newest first.
+    async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError>;
+
+    /// Applies an agent's report. [`StoreError::Conflict`] for a transition the
+    /// job's state does not allow or a job assigned to another agent.
+    async fn report_status(
+        &self,
+        job_id: String,
+        report: StatusReport,
+    ) -> Result<ReportOutcome, StoreError>;
+
+    /// Running, last finished and pending count for each host.
+    async fn host_jobs(&self, hosts: Vec<String>) -> Result<Vec<HostJobs>, StoreError>;
+
+    /// Recent webhook deliveries, newest first.
+    async fn deliveries(&self, limit: u32) -> Result<Vec<deploybot_wire::Delivery>, StoreError>;
+
+    /// Hosts that have at least one pending job (to rebuild dispatch hints at start).
+    async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://path/to/file.db` (or `sqlite:path`).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| {
+            StoreError::Setup(format!(
+                "unsupported database URL {:?}: expected sqlite://PATH",
+                redact_url(url)
+            ))
+        })?;
+    let store = SqliteStore::open(std::path::Path::new(path)).await?;
+    Ok(Arc::new(store))
+}
+
+/// A URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

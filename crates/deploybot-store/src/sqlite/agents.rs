@@ -1,0 +1,63 @@
+//! SQL for agents.
+
+use deploybot_wire::{Agent, AgentStatus};
+use rusqlite::{Connection, Row, params};
+
+use super::{from_ms, now_ms, to_ms};
+use crate::{Beat, StoreError};
+
+const COLUMNS: &str = "id, hostname, capabilities, status, registered_at, last_heartbeat";
+
+fn from_row(row: &Row) -> rusqlite::Result<Agent> {
+    let capabilities: String = row.get(2)?;
+    let status: String = row.get(3)?;
+    Ok(Agent {
+        id: row.get(0)?,
+        hostname: row.get(1)?,
+        capabilities: serde_json::from_str(&capabilities).unwrap_or_default(),
+        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Online),
+        registered_at: from_ms(row.get(4)?),
+        last_heartbeat: row.get::<_, Option<i64>>(5)?.map(from_ms),
+    })
+}
+
+pub(super) fn register(
+    conn: &Connection,
+    new_id: &str,
+    hostname: &str,
+    capabilities: &[String],
+) -> Result<Agent, StoreError> {
+    let now = now_ms();
+    let capabilities = serde_json::to_string(capabilities)?;
+    let agent = conn
+        .prepare_cached(&format!(
+            "INSERT INTO agents (id, hostname, capabilities, status, registered_at, last_heartbeat)
+             VALUES (?1, ?2, ?3, 'online', ?4, ?4)
+             ON CONFLICT (hostname) DO UPDATE SET
+                 capabilities = excluded.capabilities,
+                 status = 'online',
+                 last_heartbeat = excluded.last_heartbeat
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![new_id, hostname, capabilities, now], from_row)?;
+    Ok(agent)
+}
+
+pub(super) fn all(conn: &Connection) -> Result<Vec<Agent>, StoreError> {
+    let agents = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM agents ORDER BY hostname"))?
+        .query_map([], from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(agents)
+}
+
+pub(super) fn save_heartbeats(conn: &Connection, beats: &[Beat]) -> Result<(), StoreError> {
+    let mut update = conn.prepare_cached(
+        "UPDATE agents SET last_heartbeat = max(coalesce(last_heartbeat, 0), ?2), status = ?3
+         WHERE id = ?1",
+    )?;
+    for beat in beats {
+        update.execute(params![beat.agent_id, to_ms(beat.at), beat.status.as_str()])?;
+    }
+    Ok(())
+}

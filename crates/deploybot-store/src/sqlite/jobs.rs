@@ -1,0 +1,276 @@
+//! SQL for jobs: enqueue (with idempotency and supersede), claim, reports, reads.
+
+use deploybot_wire::{Job, JobStatus};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use super::{from_ms, now_ms};
+use crate::{
+    Claim, Enqueued, HostJobs, JobFilter, NewJob, ReportOutcome, StatusReport, StoreError,
+};
+
+const COLUMNS: &str = "id, app, repo, git_ref, sha, host, status, metadata, deploy, source, \
+    delivery_id, attempt, created_at, started_at, completed_at, assigned_agent, exit_code, error, \
+    superseded_by";
+
+/// Turns a stored-value problem into a row error, so a damaged row surfaces
+/// as a database error instead of a panic.
+fn bad_value(
+    column: usize,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(err))
+}
+
+fn from_row(row: &Row) -> rusqlite::Result<Job> {
+    let status: String = row.get(6)?;
+    let metadata: String = row.get(7)?;
+    let deploy: String = row.get(8)?;
+    let source: String = row.get(9)?;
+    Ok(Job {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        repo: row.get(2)?,
+        git_ref: row.get(3)?,
+        sha: row.get(4)?,
+        host: row.get(5)?,
+        status: status.parse().map_err(|err| bad_value(6, err))?,
+        metadata: serde_json::from_str(&metadata).map_err(|err| bad_value(7, err))?,
+        deploy: serde_json::from_str(&deploy).map_err(|err| bad_value(8, err))?,
+        source: source.parse().map_err(|err| bad_value(9, err))?,
+        delivery_id: row.get(10)?,
+        attempt: row.get(11)?,
+        created_at: from_ms(row.get(12)?),
+        started_at: row.get::<_, Option<i64>>(13)?.map(from_ms),
+        completed_at: row.get::<_, Option<i64>>(14)?.map(from_ms),
+        assigned_agent: row.get(15)?,
+        exit_code: row.get(16)?,
+        error: row.get(17)?,
+        superseded_by: row.get(18)?,
+    })
+}
+
+pub(super) fn by_id(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// Enqueues `new`, unless an open job with the same app, repo, ref, sha and
+/// host exists (then that one is returned). A new job supersedes the pending jobs
+/// of the same app and host: the newest push wins.
+pub(super) fn enqueue(conn: &Connection, new: &NewJob) -> Result<Enqueued, StoreError> {
+    let existing = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs
+             WHERE host = ?1 AND status IN ('pending', 'running')
+               AND app = ?2 AND repo = ?3 AND git_ref = ?4 AND sha IS ?5
+             ORDER BY seq DESC LIMIT 1"
+        ))?
+        .query_row(
+            params![new.host, new.app, new.repo, new.git_ref, new.sha],
+            from_row,
+        )
+        .optional()?;
+    if let Some(job) = existing {
+        return Ok(Enqueued {
+            job,
+            created: false,
+            superseded: Vec::new(),
+        });
+    }
+
+    let now = now_ms();
+    let superseded: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'superseded', superseded_by = ?1, completed_at = ?2,
+                 error = 'superseded by newer job ' || ?1
+             WHERE host = ?3 AND status = 'pending' AND app = ?4
+             RETURNING id",
+        )?
+        .query_map(params![new.id, now, new.host, new.app], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+
+    let job = conn
+        .prepare_cached(&format!(
+            "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
+                               delivery_id, attempt, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, 1, ?11)
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(
+            params![
+                new.id,
+                new.app,
+                new.repo,
+                new.git_ref,
+                new.sha,
+                new.host,
+                serde_json::to_string(&new.metadata)?,
+                serde_json::to_string(&new.deploy)?,
+                new.source.as_str(),
+                new.delivery_id,
+                now,
+            ],
+            from_row,
+        )?;
+    Ok(Enqueued {
+        job,
+        created: true,
+        superseded,
+    })
+}
+
+/// Hands the oldest pending job of `host` to `agent_id`, in one statement.
+/// The partial unique index on running jobs makes a second running job for a
+/// host impossible even if this check were wrong.
+pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Claim, StoreError> {
+    let now = now_ms();
+    let claimed = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2
+             WHERE seq = (SELECT seq FROM jobs WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE host = ?3 AND status = 'running')
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![now, agent_id, host], from_row)
+        .optional()?;
+    if let Some(job) = claimed {
+        conn.prepare_cached(
+            "UPDATE agents SET last_heartbeat = ?2, status = 'busy' WHERE id = ?1",
+        )?
+        .execute(params![agent_id, now])?;
+        return Ok(Claim::Job(Box::new(job)));
+    }
+    let pending: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE host = ?1 AND status = 'pending')",
+        )?
+        .query_row([host], |row| row.get(0))?;
+    Ok(if pending {
+        Claim::HostBusy
+    } else {
+        Claim::NothingPending
+    })
+}
+
+/// Applies an agent's report on a job it runs.
+pub(super) fn report(
+    conn: &Connection,
+    job_id: &str,
+    report: &StatusReport,
+) -> Result<ReportOutcome, StoreError> {
+    let current: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT status, assigned_agent FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((status, assigned)) = current else {
+        return Err(StoreError::NotFound(format!("job {job_id}")));
+    };
+    let current: JobStatus = status
+        .parse()
+        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))?;
+
+    if let Some(reporter) = &report.agent_id
+        && assigned.as_ref() != Some(reporter)
+    {
+        return Err(StoreError::Conflict(match &assigned {
+            Some(assigned) => {
+                format!("job {job_id} is assigned to agent {assigned}, not {reporter}")
+            }
+            None => format!("job {job_id} is not assigned to any agent"),
+        }));
+    }
+    if current == report.status {
+        return Ok(ReportOutcome::Unchanged(current));
+    }
+    if current != JobStatus::Running {
+        return Err(StoreError::Conflict(format!(
+            "job {job_id} is {current}; it cannot become {}",
+            report.status
+        )));
+    }
+    conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, completed_at = ?3, error = ?4, exit_code = ?5
+         WHERE id = ?1 AND status = 'running'",
+    )?
+    .execute(params![
+        job_id,
+        report.status.as_str(),
+        now_ms(),
+        report.error,
+        report.exit_code
+    ])?;
+    if let Some(agent) = &assigned {
+        conn.prepare_cached("UPDATE agents SET status = 'idle' WHERE id = ?1")?
+            .execute([agent])?;
+    }
+    Ok(ReportOutcome::Updated(report.status))
+}
+
+pub(super) fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut values: Vec<&dyn ToSql> = Vec::new();
+    let status = filter.status.map(JobStatus::as_str);
+    if let Some(status) = &status {
+        clauses.push("status = ?");
+        values.push(status);
+    }
+    if let Some(host) = &filter.host {
+        clauses.push("host = ?");
+        values.push(host);
+    }
+    if let Some(repo) = &filter.repo {
+        clauses.push("repo = ?");
+        values.push(repo);
+    }
+    if let Some(app) = &filter.app {
+        clauses.push("app = ?");
+        values.push(app);
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM jobs");
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(&filter.limit);
+    let jobs = conn
+        .prepare_cached(&sql)?
+        .query_map(values.as_slice(), from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(jobs)
+}
+
+pub(super) fn of_hosts(conn: &Connection, hosts: &[String]) -> Result<Vec<HostJobs>, StoreError> {
+    let mut current = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE host = ?1 AND status = 'running'"
+    ))?;
+    let mut last = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE host = ?1 AND status NOT IN ('pending', 'running')
+         ORDER BY seq DESC LIMIT 1"
+    ))?;
+    let mut pending =
+        conn.prepare_cached("SELECT count(*) FROM jobs WHERE host = ?1 AND status = 'pending'")?;
+    hosts
+        .iter()
+        .map(|host| {
+            Ok(HostJobs {
+                hostname: host.clone(),
+                current: current.query_row([host], from_row).optional()?,
+                last: last.query_row([host], from_row).optional()?,
+                pending: pending
+                    .query_row([host], |row| row.get::<_, i64>(0))?
+                    .unsigned_abs(),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn hosts_with_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let hosts = conn
+        .prepare_cached("SELECT DISTINCT host FROM jobs WHERE status = 'pending'")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(hosts)
+}

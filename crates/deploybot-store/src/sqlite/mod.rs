@@ -1,0 +1,197 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL`.
+//!
+//! Writes go to one writer thread that commits them in groups: it takes every
+//! write waiting in its queue, runs each in its own savepoint inside one
+//! transaction, commits once (one fsync), and only then answers each caller.
+//! Under load many webhooks share one fsync; an idle controller commits each
+//! write alone. Reads use a small pool of read-only connections, which WAL lets
+//! run beside the writer.
+
+mod agents;
+mod deliveries;
+mod jobs;
+mod pool;
+mod schema;
+mod writer;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use deploybot_wire::{Agent, Delivery, Job};
+use rusqlite::Connection;
+
+use crate::{
+    Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter, NewDelivery, NewJob,
+    ReportOutcome, StatusReport, Store, StoreError,
+};
+use pool::ReadPool;
+use writer::Writer;
+
+/// How many read connections the pool keeps.
+const READERS: usize = 4;
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: ReadPool,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Database(err.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::Database(format!("stored JSON is invalid: {err}"))
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // WAL + synchronous=FULL: a commit returns after the WAL is fsynced, so a
+    // committed job survives power loss, not only a process crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path))
+            .await
+            .map_err(|err| StoreError::Setup(format!("opening the database panicked: {err}")))?
+    }
+
+    fn open_blocking(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|err| {
+                StoreError::Setup(format!("cannot create {}: {err}", dir.display()))
+            })?;
+        }
+        let cannot_open = |err: rusqlite::Error| {
+            StoreError::Setup(format!("cannot open {}: {err}", path.display()))
+        };
+        let mut conn = Connection::open(path).map_err(cannot_open)?;
+        configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        let writer = Writer::start(conn)?;
+
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = Connection::open(path).map_err(cannot_open)?;
+            configure(&conn)?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            readers.push(conn);
+        }
+        Ok(SqliteStore {
+            writer,
+            readers: ReadPool::new(readers),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn register_agent(
+        &self,
+        new_id: String,
+        hostname: String,
+        capabilities: Vec<String>,
+    ) -> Result<Agent, StoreError> {
+        self.writer
+            .write(move |conn| agents::register(conn, &new_id, &hostname, &capabilities))
+            .await
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        self.readers.read(agents::all).await
+    }
+
+    async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| agents::save_heartbeats(conn, &beats))
+            .await
+    }
+
+    async fn claim_job(&self, agent_id: String, host: String) -> Result<Claim, StoreError> {
+        self.writer
+            .write(move |conn| jobs::claim(conn, &agent_id, &host))
+            .await
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError> {
+        self.writer
+            .write(move |conn| jobs::enqueue(conn, &job))
+            .await
+    }
+
+    async fn ingest_delivery(
+        &self,
+        delivery: NewDelivery,
+        jobs: Vec<NewJob>,
+    ) -> Result<DeliveryOutcome, StoreError> {
+        self.writer
+            .write(move |conn| deliveries::ingest(conn, &delivery, &jobs))
+            .await
+    }
+
+    async fn job(&self, id: String) -> Result<Option<Job>, StoreError> {
+        self.readers.read(move |conn| jobs::by_id(conn, &id)).await
+    }
+
+    async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.readers
+            .read(move |conn| jobs::list(conn, &filter))
+            .await
+    }
+
+    async fn report_status(
+        &self,
+        job_id: String,
+        report: StatusReport,
+    ) -> Result<ReportOutcome, StoreError> {
+        self.writer
+            .write(move |conn| jobs::report(conn, &job_id, &report))
+            .await
+    }
+
+    async fn host_jobs(&self, hosts: Vec<String>) -> Result<Vec<HostJobs>, StoreError> {
+        self.readers
+            .read(move |conn| jobs::of_hosts(conn, &hosts))
+            .await
+    }
+
+    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        self.readers
+            .read(move |conn| deliveries::recent(conn, limit))
+            .await
+    }
+
+    async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError> {
+        self.readers.read(jobs::hosts_with_pending).await
+    }
+}
+
+/// Unix milliseconds, the schema's time unit.
+fn now_ms() -> i64 {
+    to_ms(time::OffsetDateTime::now_utc())
+}
+
+fn to_ms(at: time::OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}

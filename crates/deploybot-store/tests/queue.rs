@@ -1,0 +1,400 @@
+//! The store's behaviour, tested on a real database file.
+//!
+//! Written against `dyn Store` so the same suite can run on every backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use deploybot_store::{
+    Claim, JobFilter, NewDelivery, NewJob, ReportOutcome, StatusReport, Store, StoreError,
+};
+use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus};
+
+struct TestStore {
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+}
+
+async fn open() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = deploybot_store::open(&format!("sqlite://{}/q.db", dir.path().display()))
+        .await
+        .unwrap();
+    TestStore { store, dir }
+}
+
+fn job(id: &str, app: &str, host: &str, sha: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        app: app.into(),
+        repo: "acme/web".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: Some(sha.into()),
+        host: host.into(),
+        metadata: serde_json::json!({"by": "test"}),
+        source: JobSource::Manual,
+        delivery_id: None,
+        deploy: DeploySpec {
+            command: vec!["./deploy.sh".into()],
+            workdir: None,
+            env: BTreeMap::new(),
+            timeout_secs: 60,
+        },
+    }
+}
+
+fn report(status: JobStatus, agent: Option<&str>) -> StatusReport {
+    StatusReport {
+        status,
+        error: None,
+        exit_code: Some(0),
+        agent_id: agent.map(Into::into),
+    }
+}
+
+async fn claim(store: &dyn Store, agent: &str, host: &str) -> Claim {
+    store.claim_job(agent.into(), host.into()).await.unwrap()
+}
+
+fn claimed_id(claim: Claim) -> String {
+    match claim {
+        Claim::Job(job) => job.id,
+        other => panic!("expected a job, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn identical_open_jobs_are_returned_not_duplicated() {
+    let t = open().await;
+    let first = t
+        .store
+        .enqueue(job("j1", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    assert!(first.created);
+    let again = t
+        .store
+        .enqueue(job("j2", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job.id, "j1");
+    // Also while it runs.
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let during = t
+        .store
+        .enqueue(job("j3", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    assert_eq!(during.job.id, "j1");
+    // Once finished, the same request is a new deployment.
+    t.store
+        .report_status("j1".into(), report(JobStatus::Success, None))
+        .await
+        .unwrap();
+    let after = t
+        .store
+        .enqueue(job("j4", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    assert!(after.created);
+    assert_eq!(after.job.id, "j4");
+}
+
+#[tokio::test]
+async fn a_newer_job_supersedes_pending_ones_of_the_same_app_and_host_only() {
+    let t = open().await;
+    t.store
+        .enqueue(job("old", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("other-host", "web", "h2", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("other-app", "api", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    let newer = t
+        .store
+        .enqueue(job("new", "web", "h1", "bbbbbbb"))
+        .await
+        .unwrap();
+    assert_eq!(newer.superseded, ["old"]);
+
+    let old = t.store.job("old".into()).await.unwrap().unwrap();
+    assert_eq!(old.status, JobStatus::Superseded);
+    assert_eq!(old.superseded_by.as_deref(), Some("new"));
+    assert!(old.completed_at.is_some());
+    for untouched in ["other-host", "other-app", "new"] {
+        let job = t.store.job(untouched.into()).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Pending, "{untouched}");
+    }
+}
+
+#[tokio::test]
+async fn a_running_job_is_never_superseded() {
+    let t = open().await;
+    t.store
+        .enqueue(job("running", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let newer = t
+        .store
+        .enqueue(job("new", "web", "h1", "bbbbbbb"))
+        .await
+        .unwrap();
+    assert!(newer.superseded.is_empty());
+    let running = t.store.job("running".into()).await.unwrap().unwrap();
+    assert_eq!(running.status, JobStatus::Running);
+}
+
+#[tokio::test]
+async fn claims_hand_out_the_oldest_job_one_at_a_time_per_host() {
+    let t = open().await;
+    t.store
+        .enqueue(job("first", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("second", "api", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("elsewhere", "web", "h2", "aaaaaaa"))
+        .await
+        .unwrap();
+
+    assert_eq!(claimed_id(claim(&*t.store, "a1", "h1").await), "first");
+    assert!(matches!(
+        claim(&*t.store, "a1", "h1").await,
+        Claim::HostBusy
+    ));
+    assert!(matches!(
+        claim(&*t.store, "a3", "h3").await,
+        Claim::NothingPending
+    ));
+
+    t.store
+        .report_status("first".into(), report(JobStatus::Failed, Some("a1")))
+        .await
+        .unwrap();
+    assert_eq!(claimed_id(claim(&*t.store, "a1", "h1").await), "second");
+    assert_eq!(claimed_id(claim(&*t.store, "a2", "h2").await), "elsewhere");
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_job() {
+    let t = open().await;
+    t.store
+        .enqueue(job("only", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    let racers: Vec<_> = (0..64)
+        .map(|i| {
+            let store = t.store.clone();
+            tokio::spawn(async move { store.claim_job(format!("a{i}"), "h1".into()).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        if let Claim::Job(job) = racer.await.unwrap().unwrap() {
+            assert_eq!(job.id, "only");
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn reports_follow_the_state_machine() {
+    let t = open().await;
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+
+    // Not running yet: no report is accepted.
+    let early = t
+        .store
+        .report_status("j".into(), report(JobStatus::Success, None))
+        .await;
+    assert!(matches!(early, Err(StoreError::Conflict(_))), "{early:?}");
+
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let intruder = t
+        .store
+        .report_status("j".into(), report(JobStatus::Success, Some("a2")))
+        .await;
+    assert!(
+        matches!(intruder, Err(StoreError::Conflict(_))),
+        "{intruder:?}"
+    );
+
+    let ack = t
+        .store
+        .report_status("j".into(), report(JobStatus::Running, Some("a1")))
+        .await;
+    assert_eq!(ack.unwrap(), ReportOutcome::Unchanged(JobStatus::Running));
+    let done = t
+        .store
+        .report_status("j".into(), report(JobStatus::Success, Some("a1")))
+        .await;
+    assert_eq!(done.unwrap(), ReportOutcome::Updated(JobStatus::Success));
+    let repeat = t
+        .store
+        .report_status("j".into(), report(JobStatus::Success, Some("a1")))
+        .await;
+    assert_eq!(
+        repeat.unwrap(),
+        ReportOutcome::Unchanged(JobStatus::Success)
+    );
+    let back = t
+        .store
+        .report_status("j".into(), report(JobStatus::Running, Some("a1")))
+        .await;
+    assert!(matches!(back, Err(StoreError::Conflict(_))), "{back:?}");
+
+    let job = t.store.job("j".into()).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Success);
+    assert_eq!(job.exit_code, Some(0));
+    assert!(job.completed_at.is_some());
+
+    let missing = t
+        .store
+        .report_status("nope".into(), report(JobStatus::Success, None))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+fn delivery(id: &str) -> NewDelivery {
+    NewDelivery {
+        delivery_id: id.into(),
+        event: "push".into(),
+        repo: Some("acme/web".into()),
+        git_ref: Some("refs/heads/main".into()),
+        sha: Some("aaaaaaa".into()),
+        verdict: DeliveryVerdict::Queued,
+        message: "queued".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_redelivery_creates_nothing_and_answers_the_same_jobs() {
+    let t = open().await;
+    let jobs = vec![
+        job("d1", "web", "h1", "aaaaaaa"),
+        job("d2", "web", "h2", "aaaaaaa"),
+    ];
+    let first = t
+        .store
+        .ingest_delivery(delivery("g-1"), jobs)
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.job_ids, ["d1", "d2"]);
+    assert_eq!(first.hosts_with_new_jobs, ["h1", "h2"]);
+
+    let jobs = vec![job("d3", "web", "h1", "bbbbbbb")];
+    let again = t
+        .store
+        .ingest_delivery(delivery("g-1"), jobs)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.job_ids, ["d1", "d2"]);
+    assert!(t.store.job("d3".into()).await.unwrap().is_none());
+    assert_eq!(t.store.deliveries(10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn listing_filters_and_orders_newest_first() {
+    let t = open().await;
+    t.store
+        .enqueue(job("a", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("b", "api", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("c", "web", "h2", "aaaaaaa"))
+        .await
+        .unwrap();
+    let ids = |jobs: Vec<deploybot_wire::Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    let all = JobFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(t.store.jobs(all.clone()).await.unwrap()),
+        ["c", "b", "a"]
+    );
+    let web = JobFilter {
+        app: Some("web".into()),
+        ..all.clone()
+    };
+    assert_eq!(ids(t.store.jobs(web).await.unwrap()), ["c", "a"]);
+    let h1 = JobFilter {
+        host: Some("h1".into()),
+        limit: 1,
+        ..all.clone()
+    };
+    assert_eq!(ids(t.store.jobs(h1).await.unwrap()), ["b"]);
+    let repo = JobFilter {
+        repo: Some("ACME/WEB".into()),
+        ..all.clone()
+    };
+    assert_eq!(t.store.jobs(repo).await.unwrap().len(), 3);
+    let running = JobFilter {
+        status: Some(JobStatus::Running),
+        ..all
+    };
+    assert!(t.store.jobs(running).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn jobs_survive_reopening_the_file() {
+    let t = open().await;
+    t.store
+        .enqueue(job("pending", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("running", "web", "h2", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a2", "h2").await);
+    let url = format!("sqlite://{}/q.db", t.dir.path().display());
+    drop(t.store);
+
+    let reopened = deploybot_store::open(&url).await.unwrap();
+    let pending = reopened.job("pending".into()).await.unwrap().unwrap();
+    assert_eq!(pending.status, JobStatus::Pending);
+    let running = reopened.job("running".into()).await.unwrap().unwrap();
+    assert_eq!(running.status, JobStatus::Running);
+    assert_eq!(running.assigned_agent.as_deref(), Some("a2"));
+    assert_eq!(reopened.hosts_with_pending_jobs().await.unwrap(), ["h1"]);
+}
+
+#[tokio::test]
+async fn agents_keep_their_id_across_registrations() {
+    let t = open().await;
+    let first = t
+        .store
+        .register_agent("id-1".into(), "h1".into(), vec!["docker".into()])
+        .await
+        .unwrap();
+    let again = t
+        .store
+        .register_agent("id-2".into(), "h1".into(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(first.id, "id-1");
+    assert_eq!(again.id, "id-1");
+    assert!(again.capabilities.is_empty());
+    assert_eq!(t.store.agents().await.unwrap().len(), 1);
+}

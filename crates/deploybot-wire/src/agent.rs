@@ -1,0 +1,105 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{Job, Timestamp};
+
+/// An agent's state. Agents report `online`, `idle` or `busy` in heartbeats;
+/// the controller shows `offline` for an agent silent for longer than the
+/// lease timeout, whatever it reported last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    #[default]
+    Online,
+    Idle,
+    Busy,
+    Offline,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Online => "online",
+            AgentStatus::Idle => "idle",
+            AgentStatus::Busy => "busy",
+            AgentStatus::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AgentStatus::Online,
+            AgentStatus::Idle,
+            AgentStatus::Busy,
+            AgentStatus::Offline,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    pub status: AgentStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub registered_at: Timestamp,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_heartbeat: Option<Timestamp>,
+}
+
+/// Body of `POST /v1/agents/register`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgentRequest {
+    pub hostname: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// Body of `POST /v1/agents/{id}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    #[serde(default)]
+    pub status: AgentStatus,
+}
+
+/// Answer of a heartbeat: at most one job to run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    pub acknowledged: bool,
+    pub job: Option<Job>,
+}
+
+/// One host: known from apps.yaml, from an agent, or both.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    pub hostname: String,
+    /// The agent registered for this host, if any.
+    pub agent_id: Option<String>,
+    /// `offline` also when no agent ever registered.
+    pub agent_status: AgentStatus,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_seen: Option<Timestamp>,
+    /// The job running on the host now.
+    pub current_job: Option<Job>,
+    /// The most recent job that finished on the host.
+    pub last_job: Option<Job>,
+    /// Jobs waiting for this host.
+    pub pending_jobs: u64,
+    /// apps.yaml apps that deploy to this host.
+    pub apps: Vec<String>,
+}
+
+/// Answer of `GET /v1/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostsResponse {
+    pub hosts: Vec<HostInfo>,
+}

@@ -1,0 +1,79 @@
+//! `deploybot`: one binary for the controller and its tools.
+//!
+//! Thin by design: parse arguments, set up logging, call into the library
+//! crates.
+
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "deploybot",
+    version,
+    about = "Self-hosted push-to-deploy: controller, agent and CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller: webhooks in, jobs out to agents.
+    #[command(after_help = "Examples:\n  \
+        DEPLOYBOT_WEBHOOK_SECRET=s3cret deploybot server --apps apps.yaml\n  \
+        deploybot server --config /etc/deploybot/server.toml\n\n\
+        SIGHUP reloads apps.yaml; an invalid file keeps the running config.")]
+    Server(server::ServerArgs),
+    /// Inspect and validate configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented server config file with every default.
+    Example,
+    /// Validate an apps.yaml without starting anything.
+    #[command(after_help = "Example:\n  deploybot config check /etc/deploybot/apps.yaml")]
+    Check {
+        /// Path of the apps.yaml to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Config { command } => match command {
+            ConfigCommand::Example => {
+                print!("{}", deploybot_server::settings::example_config());
+                Ok(())
+            }
+            ConfigCommand::Check { file } => check_apps(&file),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_apps(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = deploybot_apps::AppsConfig::load(file)?;
+    println!("{}: ok, {} app(s)", file.display(), config.apps().len());
+    for app in config.apps() {
+        println!("  {} ({}) → {}", app.name, app.repo, app.hosts.join(", "));
+    }
+    Ok(())
+}
