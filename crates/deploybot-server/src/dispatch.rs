@@ -12,8 +12,16 @@ use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Dispatch {
-    /// Host → how many times it was marked; compared before clearing.
-    pending: Mutex<HashMap<String, u64>>,
+    marks: Mutex<Marks>,
+}
+
+#[derive(Debug, Default)]
+struct Marks {
+    /// Host → the mark of its latest enqueue; compared before clearing.
+    by_host: HashMap<String, u64>,
+    /// Marks are never reused, even after a host's entry is removed, so a
+    /// stale [`Mark`] can never match a newer enqueue.
+    last: u64,
 }
 
 /// What [`Dispatch::check`] saw; hand it back to [`Dispatch::found_nothing`].
@@ -23,37 +31,38 @@ pub struct Mark(u64);
 impl Dispatch {
     pub fn new(hosts_with_pending: impl IntoIterator<Item = String>) -> Self {
         Dispatch {
-            pending: Mutex::new(hosts_with_pending.into_iter().map(|h| (h, 0)).collect()),
+            marks: Mutex::new(Marks {
+                by_host: hosts_with_pending.into_iter().map(|h| (h, 0)).collect(),
+                last: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.pending
+    fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
+        // Plain values: a panic elsewhere cannot leave them half-updated.
+        self.marks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A job for `host` was committed.
     pub fn job_enqueued(&self, host: &str) {
-        let mut pending = self.lock();
-        match pending.get_mut(host) {
-            Some(marks) => *marks += 1,
-            None => {
-                pending.insert(host.to_owned(), 1);
-            }
-        }
+        let mut marks = self.lock();
+        marks.last += 1;
+        let mark = marks.last;
+        marks.by_host.insert(host.to_owned(), mark);
     }
 
     /// `Some` when `host` may have a pending job.
     pub fn check(&self, host: &str) -> Option<Mark> {
-        self.lock().get(host).copied().map(Mark)
+        self.lock().by_host.get(host).copied().map(Mark)
     }
 
     /// A claim started after `check` returned `mark` found nothing pending.
     pub fn found_nothing(&self, host: &str, mark: Mark) {
-        let mut pending = self.lock();
-        if pending.get(host) == Some(&mark.0) {
-            pending.remove(host);
+        let mut marks = self.lock();
+        if marks.by_host.get(host) == Some(&mark.0) {
+            marks.by_host.remove(host);
         }
     }
 }
@@ -74,5 +83,19 @@ mod tests {
         dispatch.found_nothing("h1", mark);
         assert!(dispatch.check("h1").is_none());
         assert!(dispatch.check("h2").is_none());
+    }
+
+    #[test]
+    fn a_stale_mark_never_clears_a_later_enqueue() {
+        let dispatch = Dispatch::default();
+        dispatch.job_enqueued("h1");
+        let stale = dispatch.check("h1").unwrap();
+        dispatch.found_nothing("h1", stale);
+        // The host was cleared and marked again: the old mark must not match.
+        let fresh = dispatch.check("h1");
+        assert!(fresh.is_none());
+        dispatch.job_enqueued("h1");
+        dispatch.found_nothing("h1", stale);
+        assert!(dispatch.check("h1").is_some());
     }
 }

@@ -101,7 +101,7 @@ impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is too large".to_owned()
+            "the request body is too large (webhooks accept at most 25 MiB)".to_owned()
         } else {
             format!("cannot read the request body: {}", rejection.body_text())
         };
@@ -128,6 +128,20 @@ impl From<PathRejection> for ApiError {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// The raw body, with rejections (413) as an [`ApiError`].
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(ApiBytes)
+            .map_err(ApiError::from)
+    }
+}
 
 /// `axum::extract::Query` whose rejection is an [`ApiError`].
 #[derive(FromRequestParts)]

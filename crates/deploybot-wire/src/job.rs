@@ -202,13 +202,10 @@ pub struct CreateJobRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobResponse {
     pub job: Job,
-    /// `false` when an identical pending or running job already existed and is returned instead.
-    #[serde(default = "yes")]
-    pub created: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// On creation: `false` when an identical pending or running job already
+    /// existed and is returned instead. Absent when reading a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 /// Body of `PUT /v1/jobs/{id}/status`, sent by the agent running the job.

@@ -7,7 +7,7 @@ use deploybot_wire::{
     Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest, names,
 };
 
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 
 const MAX_CAPABILITIES: usize = 64;
@@ -61,7 +61,7 @@ pub async fn register(
     path = "/v1/agents/{id}/heartbeat",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id")),
-    request_body = HeartbeatRequest,
+    request_body(content = HeartbeatRequest, description = "Optional: an empty body means `{\"status\": \"online\"}`"),
     responses(
         (status = 200, body = HeartbeatResponse),
         (status = 404, description = "Unknown agent: register again", body = ErrorBody),
@@ -70,8 +70,15 @@ pub async fn register(
 pub async fn heartbeat(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    ApiJson(request): ApiJson<HeartbeatRequest>,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    // An empty body is a plain "I'm alive", for the simplest clients.
+    let request: HeartbeatRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        HeartbeatRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::invalid(format!("invalid heartbeat body: {err}")))?
+    };
     let host = state.presence.beat(&id, request.status).ok_or_else(|| {
         ApiError::not_found(format!("agent {id} is not registered; register again"))
     })?;

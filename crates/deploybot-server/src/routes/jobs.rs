@@ -108,7 +108,7 @@ pub async fn create(
         status,
         Json(JobResponse {
             job: enqueued.job,
-            created: enqueued.created,
+            created: Some(enqueued.created),
         }),
     ))
 }
@@ -178,7 +178,7 @@ pub async fn get(
         .job(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
-    Ok(Json(JobResponse { job, created: true }))
+    Ok(Json(JobResponse { job, created: None }))
 }
 
 /// Report a job's outcome (agents).

@@ -1,14 +1,13 @@
 //! `POST /v1/webhooks/github`: GitHub push deliveries become jobs.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use deploybot_store::{NewDelivery, NewJob};
 use deploybot_wire::signature::{self, SIGNATURE_HEADER, SignatureError};
 use deploybot_wire::{DeliveryVerdict, JobSource, WebhookResponse, names};
 
-use crate::error::ApiError;
+use crate::error::{ApiBytes, ApiError};
 use crate::state::AppState;
 use crate::webhook::{self, Payload};
 
@@ -40,7 +39,7 @@ use crate::webhook::{self, Payload};
 pub async fn github(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<WebhookResponse>, ApiError> {
     let Some(secret) = &state.webhook_secret else {
         return Err(ApiError::unauthorized(

@@ -3,8 +3,9 @@
 use deploybot_wire::{Delivery, DeliveryVerdict};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::jobs::EncodedJob;
 use super::{from_ms, jobs, now_ms};
-use crate::{DeliveryOutcome, NewDelivery, NewJob, StoreError};
+use crate::{DeliveryOutcome, NewDelivery, StoreError};
 
 fn from_row(row: &Row) -> rusqlite::Result<Delivery> {
     let verdict: String = row.get(6)?;
@@ -28,7 +29,7 @@ const COLUMNS: &str =
 pub(super) fn ingest(
     conn: &Connection,
     delivery: &NewDelivery,
-    new_jobs: &[NewJob],
+    new_jobs: &[EncodedJob],
 ) -> Result<DeliveryOutcome, StoreError> {
     let seen = conn
         .prepare_cached(&format!(

@@ -1,4 +1,8 @@
 //! SQL for jobs: enqueue (with idempotency and supersede), claim, reports, reads.
+//!
+//! Hot statements name their index (`INDEXED BY`): without statistics SQLite
+//! may pick an index that scans the whole history, and a named index makes
+//! the statement fail loudly instead if the index ever goes away.
 
 use deploybot_wire::{Job, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
@@ -56,22 +60,49 @@ pub(super) fn by_id(conn: &Connection, id: &str) -> Result<Option<Job>, StoreErr
         .optional()?)
 }
 
+/// A [`NewJob`] with its JSON columns encoded, done by the caller's task so
+/// the writer thread spends its time on SQL only.
+pub(super) struct EncodedJob {
+    pub(super) job: NewJob,
+    metadata: String,
+    deploy: String,
+}
+
+impl EncodedJob {
+    pub(super) fn new(job: NewJob) -> Result<Self, StoreError> {
+        Ok(EncodedJob {
+            metadata: serde_json::to_string(&job.metadata)?,
+            deploy: serde_json::to_string(&job.deploy)?,
+            job,
+        })
+    }
+}
+
 /// Enqueues `new`, unless an open job with the same app, repo, ref, sha and
-/// host exists (then that one is returned). A new job supersedes the pending jobs
-/// of the same app and host: the newest push wins.
-pub(super) fn enqueue(conn: &Connection, new: &NewJob) -> Result<Enqueued, StoreError> {
-    let existing = conn
+/// host exists (then that one is returned). A new job supersedes the pending
+/// jobs of the same app and host: the newest push wins.
+pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueued, StoreError> {
+    let new = &encoded.job;
+    // At most one open job matches (this very check guarantees it), so no
+    // ORDER BY: with one, SQLite would re-prepare the statement on every run.
+    let same = "AND app = ?2 AND repo = ?3 AND git_ref = ?4 AND sha IS ?5 LIMIT 1";
+    let key = params![new.host, new.app, new.repo, new.git_ref, new.sha];
+    let mut existing = conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM jobs
-             WHERE host = ?1 AND status IN ('pending', 'running')
-               AND app = ?2 AND repo = ?3 AND git_ref = ?4 AND sha IS ?5
-             ORDER BY seq DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM jobs INDEXED BY jobs_pending_by_host
+             WHERE host = ?1 AND status = 'pending' {same}"
         ))?
-        .query_row(
-            params![new.host, new.app, new.repo, new.git_ref, new.sha],
-            from_row,
-        )
+        .query_row(key, from_row)
         .optional()?;
+    if existing.is_none() {
+        existing = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM jobs INDEXED BY jobs_one_running_per_host
+                 WHERE host = ?1 AND status = 'running' {same}"
+            ))?
+            .query_row(key, from_row)
+            .optional()?;
+    }
     if let Some(job) = existing {
         return Ok(Enqueued {
             job,
@@ -83,37 +114,53 @@ pub(super) fn enqueue(conn: &Connection, new: &NewJob) -> Result<Enqueued, Store
     let now = now_ms();
     let superseded: Vec<String> = conn
         .prepare_cached(
-            "UPDATE jobs SET status = 'superseded', superseded_by = ?1, completed_at = ?2,
-                 error = 'superseded by newer job ' || ?1
+            "UPDATE jobs INDEXED BY jobs_pending_by_host SET status = 'superseded', superseded_by = ?1,
+                 completed_at = ?2, error = 'superseded by newer job ' || ?1
              WHERE host = ?3 AND status = 'pending' AND app = ?4
              RETURNING id",
         )?
         .query_map(params![new.id, now, new.host, new.app], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
 
-    let job = conn
-        .prepare_cached(&format!(
-            "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
-                               delivery_id, attempt, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, 1, ?11)
-             RETURNING {COLUMNS}"
-        ))?
-        .query_row(
-            params![
-                new.id,
-                new.app,
-                new.repo,
-                new.git_ref,
-                new.sha,
-                new.host,
-                serde_json::to_string(&new.metadata)?,
-                serde_json::to_string(&new.deploy)?,
-                new.source.as_str(),
-                new.delivery_id,
-                now,
-            ],
-            from_row,
-        )?;
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
+                           delivery_id, attempt, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, 1, ?11)",
+    )?
+    .execute(params![
+        new.id,
+        new.app,
+        new.repo,
+        new.git_ref,
+        new.sha,
+        new.host,
+        encoded.metadata,
+        encoded.deploy,
+        new.source.as_str(),
+        new.delivery_id,
+        now,
+    ])?;
+    let job = Job {
+        id: new.id.clone(),
+        repo: new.repo.clone(),
+        git_ref: new.git_ref.clone(),
+        host: new.host.clone(),
+        status: JobStatus::Pending,
+        metadata: new.metadata.clone(),
+        created_at: from_ms(now),
+        started_at: None,
+        completed_at: None,
+        assigned_agent: None,
+        error: None,
+        app: new.app.clone(),
+        sha: new.sha.clone(),
+        exit_code: None,
+        attempt: 1,
+        source: new.source,
+        delivery_id: new.delivery_id.clone(),
+        superseded_by: None,
+        deploy: new.deploy.clone(),
+    };
     Ok(Enqueued {
         job,
         created: true,
@@ -129,8 +176,10 @@ pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Cla
     let claimed = conn
         .prepare_cached(&format!(
             "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2
-             WHERE seq = (SELECT seq FROM jobs WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE host = ?3 AND status = 'running')
+             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
+                          WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
+               AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_one_running_per_host
+                               WHERE host = ?3 AND status = 'running')
              RETURNING {COLUMNS}"
         ))?
         .query_row(params![now, agent_id, host], from_row)
@@ -144,7 +193,8 @@ pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Cla
     }
     let pending: bool = conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE host = ?1 AND status = 'pending')",
+            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_pending_by_host
+                            WHERE host = ?1 AND status = 'pending')",
         )?
         .query_row([host], |row| row.get(0))?;
     Ok(if pending {
@@ -244,14 +294,19 @@ pub(super) fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, St
 
 pub(super) fn of_hosts(conn: &Connection, hosts: &[String]) -> Result<Vec<HostJobs>, StoreError> {
     let mut current = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE host = ?1 AND status = 'running'"
+        "SELECT {COLUMNS} FROM jobs INDEXED BY jobs_one_running_per_host
+         WHERE host = ?1 AND status = 'running'"
     ))?;
     let mut last = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM jobs WHERE host = ?1 AND status NOT IN ('pending', 'running')
+        "SELECT {COLUMNS} FROM jobs INDEXED BY jobs_by_host
+         WHERE host = ?1 AND status IN ('success', 'failed', 'cancelled', 'lost')
+           AND started_at IS NOT NULL
          ORDER BY seq DESC LIMIT 1"
     ))?;
-    let mut pending =
-        conn.prepare_cached("SELECT count(*) FROM jobs WHERE host = ?1 AND status = 'pending'")?;
+    let mut pending = conn.prepare_cached(
+        "SELECT count(*) FROM jobs INDEXED BY jobs_pending_by_host
+         WHERE host = ?1 AND status = 'pending'",
+    )?;
     hosts
         .iter()
         .map(|host| {
@@ -269,7 +324,10 @@ pub(super) fn of_hosts(conn: &Connection, hosts: &[String]) -> Result<Vec<HostJo
 
 pub(super) fn hosts_with_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let hosts = conn
-        .prepare_cached("SELECT DISTINCT host FROM jobs WHERE status = 'pending'")?
+        .prepare_cached(
+            "SELECT DISTINCT host FROM jobs INDEXED BY jobs_pending_by_host
+         WHERE status = 'pending'",
+        )?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(hosts)

@@ -7,8 +7,9 @@ use crate::StoreError;
 
 /// Runs once the batch's commit is known, to answer the caller.
 type Reply = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
-/// One caller's write: runs inside the batch's transaction, returns its reply.
-type Op = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// One caller's write: runs inside the batch's transaction and returns its
+/// reply, plus whether it failed in a way that may have left partial changes.
+type Op = Box<dyn FnOnce(&Connection) -> (Reply, bool) + Send>;
 
 /// The most writes one commit carries. Bounds the latency of the first
 /// write in a batch under a flood.
@@ -31,8 +32,14 @@ impl Writer {
     }
 
     /// Runs `f` in the writer's next transaction and returns its result once
-    /// that transaction is durably committed. If `f` fails, its changes are
-    /// rolled back and the rest of the batch is unaffected.
+    /// that transaction is durably committed.
+    ///
+    /// Contract for `f`: a refusal (`NotFound`, `Conflict`) is decided before
+    /// `f` writes anything. Any other error may come after partial writes, so
+    /// it rolls back the whole batch and every write in it fails: nothing is
+    /// ever half-committed. (Per-write savepoints would allow finer rollback,
+    /// but copying each touched page into a savepoint journal was a fifth of
+    /// the writer's time.)
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -40,8 +47,12 @@ impl Writer {
     {
         let (answer, answered) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit: &Result<(), StoreError>| {
+            let result = f(conn);
+            let poisoned = matches!(
+                result,
+                Err(StoreError::Database(_) | StoreError::Closed | StoreError::Setup(_))
+            );
+            let reply: Reply = Box::new(move |commit: &Result<(), StoreError>| {
                 let outcome = match commit {
                     Ok(()) => result,
                     Err(err) => Err(err.clone()),
@@ -49,28 +60,11 @@ impl Writer {
                 // The caller may have gone away (client disconnected); the
                 // write stands either way.
                 let _ = answer.send(outcome);
-            })
+            });
+            (reply, poisoned)
         });
         self.ops.send(op).await.map_err(|_| StoreError::Closed)?;
         answered.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")?;
-    let result = f(conn);
-    let end = if result.is_ok() {
-        conn.execute_batch("RELEASE op")
-    } else {
-        conn.execute_batch("ROLLBACK TO op; RELEASE op")
-    };
-    match (result, end) {
-        (Ok(value), Ok(())) => Ok(value),
-        (Err(err), _) => Err(err),
-        (Ok(_), Err(err)) => Err(err.into()),
     }
 }
 
@@ -92,12 +86,29 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Op>) {
             batch.clear();
             continue;
         }
-        replies.extend(batch.drain(..).map(|op| op(&conn)));
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
-        if let Err(err) = &committed {
-            tracing::error!(error = %err, writes = replies.len(), "commit failed; rolling back");
-            let _ = conn.execute_batch("ROLLBACK");
+        let started = std::time::Instant::now();
+        let mut poisoned = false;
+        for op in batch.drain(..) {
+            let (reply, failed) = op(&conn);
+            poisoned |= failed;
+            replies.push(reply);
         }
+        let ran = started.elapsed();
+        let committed = if poisoned {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(StoreError::Database(
+                "a write in this batch failed; the batch was rolled back".into(),
+            ))
+        } else {
+            conn.execute_batch("COMMIT").map_err(StoreError::from)
+        };
+        if let Err(err) = &committed {
+            tracing::error!(error = %err, writes = replies.len(), "write batch not committed");
+            if !poisoned {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        tracing::trace!(writes = replies.len(), ?ran, commit = ?(started.elapsed() - ran), "group commit");
         for reply in replies.drain(..) {
             reply(&committed);
         }

@@ -1,0 +1,61 @@
+//! A minimal keep-alive HTTP/1.1 client on hyper's connection API: no pool,
+//! no redirects, nothing between the load and the socket.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub struct Request {
+    inner: hyper::Request<Full<Bytes>>,
+}
+
+impl Request {
+    pub fn post(path: &str, body: String) -> Self {
+        let mut inner = hyper::Request::new(Full::new(Bytes::from(body)));
+        *inner.method_mut() = hyper::Method::POST;
+        *inner.uri_mut() = path.parse().unwrap_or_default();
+        Request { inner }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
+        if let Ok(value) = value.as_ref().parse() {
+            self.inner.headers_mut().insert(name, value);
+        }
+        self
+    }
+}
+
+pub struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    pub async fn open(addr: &str) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Connection {
+            sender,
+            host: addr.to_owned(),
+        })
+    }
+
+    /// Sends one request and reads the whole answer: (status, body).
+    pub async fn send(&mut self, mut request: Request) -> anyhow::Result<(u16, Bytes)> {
+        if let Ok(host) = self.host.parse() {
+            request
+                .inner
+                .headers_mut()
+                .insert(hyper::header::HOST, host);
+        }
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request.inner).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,153 @@
+//! Registration, heartbeats and the jobs they hand out.
+
+use std::sync::Arc;
+
+use deploybot_wire::{Agent, HeartbeatResponse, JobStatus};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{SHA_A, SHA_B, SHA_C, assert_error, ok_json, spawn_app};
+
+#[tokio::test]
+async fn registering_answers_with_an_agent_id() {
+    let app = spawn_app().await;
+
+    let agent = app.register("web-01").await;
+
+    assert!(!agent.id.is_empty());
+    assert_eq!(agent.hostname, "web-01");
+    assert_eq!(agent.capabilities, ["docker"]);
+    let listed: Vec<Agent> = ok_json(app.get("/v1/agents").await).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, agent.id);
+}
+
+#[tokio::test]
+async fn the_same_hostname_gets_the_same_agent_id() {
+    let app = spawn_app().await;
+
+    let first = app.register("web-01").await;
+    let again = app.register("web-01").await;
+    let other = app.register("web-02").await;
+
+    assert_eq!(again.id, first.id);
+    assert_ne!(other.id, first.id);
+    let listed: Vec<Agent> = ok_json(app.get("/v1/agents").await).await;
+    assert_eq!(listed.len(), 2);
+}
+
+#[tokio::test]
+async fn an_invalid_hostname_is_422() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .post(app.url("/v1/agents/register"))
+        .json(&json!({"hostname": "web 01; rm -rf /"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_from_an_unknown_agent_is_404() {
+    let app = spawn_app().await;
+
+    let response = app.heartbeat("no-such-agent").await;
+
+    let error = assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    assert!(error.error.message.contains("register"), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_heartbeat_hands_out_the_oldest_pending_job_of_its_own_host_only() {
+    let app = spawn_app().await;
+    // Two apps deploy to web-01, so neither job supersedes the other.
+    let oldest = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    let newer = app.create_job_ok("acme/api", "web-01", SHA_B).await;
+    let elsewhere = app.register("web-02").await;
+    let agent = app.register("web-01").await;
+
+    assert!(app.heartbeat_job(&elsewhere.id).await.is_none());
+    let handed = app.heartbeat_job(&agent.id).await.expect("a job");
+
+    assert_eq!(handed.id, oldest.id);
+    assert_eq!(handed.status, JobStatus::Running);
+    assert_eq!(handed.assigned_agent.as_deref(), Some(agent.id.as_str()));
+    assert!(handed.started_at.is_some());
+    assert_eq!(app.get_job(&oldest.id).await.status, JobStatus::Running);
+    assert_eq!(app.get_job(&newer.id).await.status, JobStatus::Pending);
+}
+
+#[tokio::test]
+async fn a_host_runs_one_job_at_a_time_and_gets_the_next_after_reporting() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let first = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    assert_eq!(
+        app.heartbeat_job(&agent.id).await.map(|j| j.id),
+        Some(first.id.clone())
+    );
+    let second = app.create_job_ok("acme/web", "web-01", SHA_B).await;
+
+    assert!(
+        app.heartbeat_job(&agent.id).await.is_none(),
+        "no second job while the first runs"
+    );
+    assert_eq!(app.get_job(&second.id).await.status, JobStatus::Pending);
+
+    let done = app
+        .report(
+            &first.id,
+            &json!({"status": "success", "exit_code": 0, "agent_id": agent.id}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let next = app.heartbeat_job(&agent.id).await.expect("the next job");
+    assert_eq!(next.id, second.id);
+    assert!(app.heartbeat_job(&agent.id).await.is_none());
+}
+
+#[tokio::test]
+async fn a_job_enqueued_after_an_empty_heartbeat_is_handed_out_by_the_next() {
+    let app = spawn_app().await;
+    let agent = app.register("api-01").await;
+    assert!(app.heartbeat_job(&agent.id).await.is_none());
+
+    let job = app.create_job_ok("acme/api", "api-01", SHA_C).await;
+
+    assert_eq!(
+        app.heartbeat_job(&agent.id).await.map(|j| j.id),
+        Some(job.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_64_concurrent_heartbeats_exactly_one_gets_the_job() {
+    let app = Arc::new(spawn_app().await);
+    let agent = app.register("web-01").await;
+    let job = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+
+    let mut beats = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let app = app.clone();
+        let id = agent.id.clone();
+        beats.spawn(async move { ok_json::<HeartbeatResponse>(app.heartbeat(&id).await).await });
+    }
+    let answers = beats.join_all().await;
+
+    assert_eq!(answers.len(), 64);
+    let handed: Vec<String> = answers
+        .into_iter()
+        .filter_map(|answer| answer.job.map(|j| j.id))
+        .collect();
+    assert_eq!(handed, [job.id.as_str()]);
+    assert_eq!(app.get_job(&job.id).await.status, JobStatus::Running);
+}

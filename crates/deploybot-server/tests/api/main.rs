@@ -1,0 +1,13 @@
+//! Integration tests of the controller's HTTP API: each test starts a real
+//! controller (SQLite file in a temp dir, random port) and talks HTTP to it.
+
+mod agents;
+mod dispatch_race;
+mod errors;
+mod helpers;
+mod hosts;
+mod jobs;
+mod restart;
+mod status;
+mod webhook_requests;
+mod webhooks;
