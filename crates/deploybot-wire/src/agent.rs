@@ -68,13 +68,20 @@ pub struct RegisterAgentRequest {
 pub struct HeartbeatRequest {
     #[serde(default)]
     pub status: AgentStatus,
+    /// A draining agent (shutting down) keeps its lease alive but gets no new job.
+    #[serde(default)]
+    pub draining: bool,
 }
 
-/// Answer of a heartbeat: at most one job to run.
+/// Answer of a heartbeat: at most one job to run, and the running jobs to cancel.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     pub acknowledged: bool,
     pub job: Option<Job>,
+    /// Ids of this agent's running jobs that were cancelled: stop them and
+    /// report `cancelled`.
+    #[serde(default)]
+    pub cancel: Vec<String>,
 }
 
 /// One host: known from apps.yaml, from an agent, or both.

@@ -96,6 +96,8 @@ pub enum JobSource {
     Webhook,
     /// `POST /v1/jobs` (the CLI's `deploy`).
     Manual,
+    /// `POST /v1/jobs/{id}/retry`: a new attempt of a finished job.
+    Retry,
 }
 
 impl JobSource {
@@ -103,6 +105,7 @@ impl JobSource {
         match self {
             JobSource::Webhook => "webhook",
             JobSource::Manual => "manual",
+            JobSource::Retry => "retry",
         }
     }
 }
@@ -114,6 +117,7 @@ impl FromStr for JobSource {
         match s {
             "webhook" => Ok(JobSource::Webhook),
             "manual" => Ok(JobSource::Manual),
+            "retry" => Ok(JobSource::Retry),
             other => Err(ParseStatusError(other.to_owned())),
         }
     }
@@ -177,6 +181,17 @@ pub struct Job {
     pub superseded_by: Option<String>,
     /// How to run it.
     pub deploy: DeploySpec,
+    /// The lease of the agent running the job: set when the job is handed
+    /// out, sent back by the agent with every log upload and report. A write
+    /// with another lease is refused (409).
+    #[serde(default)]
+    pub lease: Option<i64>,
+    /// Someone asked to cancel this running job; its agent has been told.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// The job this one retries.
+    #[serde(default)]
+    pub retry_of: Option<String>,
 }
 
 /// Body of `POST /v1/jobs`.
@@ -221,6 +236,9 @@ pub struct UpdateJobStatusRequest {
     /// The reporting agent. When given, it must be the agent the job is assigned to.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// The job's lease, as handed out. When given, it must be the current one.
+    #[serde(default)]
+    pub lease: Option<i64>,
 }
 
 /// Answer of `PUT /v1/jobs/{id}/status`.

@@ -11,6 +11,7 @@
 mod agent;
 mod error;
 mod job;
+mod logs;
 pub mod names;
 pub mod signature;
 mod webhook;
@@ -24,6 +25,9 @@ pub use job::{
     CreateJobRequest, DeploySpec, Job, JobResponse, JobSource, JobStatus, ParseStatusError,
     UpdateJobStatusRequest, UpdateJobStatusResponse,
 };
+pub use logs::{
+    AppendLogsRequest, AppendLogsResponse, JobLogsResponse, LogEntry, LogLine, LogStream,
+};
 pub use webhook::{Delivery, DeliveryVerdict, WebhookResponse};
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,18 @@ pub struct HealthResponse {
     pub status: String,
     pub database: String,
     pub version: String,
+}
+
+/// Environment variables the agent sets for a deploy command: the job's
+/// fields reach the command only this way, never on its command line.
+pub mod job_env {
+    pub const JOB_ID: &str = "DEPLOYBOT_JOB_ID";
+    pub const APP: &str = "DEPLOYBOT_APP";
+    pub const REPO: &str = "DEPLOYBOT_REPO";
+    pub const REF: &str = "DEPLOYBOT_REF";
+    pub const SHA: &str = "DEPLOYBOT_SHA";
+    pub const HOST: &str = "DEPLOYBOT_HOST";
+    pub const ATTEMPT: &str = "DEPLOYBOT_ATTEMPT";
 }
 
 /// Timestamps travel as RFC 3339 strings (`2026-01-02T03:04:05.678Z`).
