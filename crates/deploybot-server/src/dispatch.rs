@@ -1,5 +1,9 @@
-//! Which hosts may have pending jobs: lets a heartbeat skip the database when
-//! there is nothing for its host.
+//! Which hosts may have pending jobs or cancel requests, and the long-polls
+//! waiting for them.
+//!
+//! The hints let a heartbeat skip the database when there is nothing for its
+//! host; the per-host [`Notify`] wakes a held long-poll the moment a job for
+//! its host is committed or its running job is cancelled.
 //!
 //! This is only a hint, rebuilt from the database at start. It may say "maybe"
 //! for a host with nothing pending (the claim then finds nothing and clears
@@ -7,12 +11,18 @@
 //! every committed enqueue, and cleared only if no enqueue marked it while the
 //! claim that found nothing was running.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub struct Dispatch {
     marks: Mutex<Marks>,
+    /// Hosts whose running job someone asked to cancel.
+    cancels: Mutex<HashSet<String>>,
+    /// One wake-up per host, created when a long-poll first waits on it.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 #[derive(Debug, Default)]
@@ -29,28 +39,65 @@ struct Marks {
 pub struct Mark(u64);
 
 impl Dispatch {
-    pub fn new(hosts_with_pending: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(
+        hosts_with_pending: impl IntoIterator<Item = String>,
+        hosts_with_cancels: impl IntoIterator<Item = String>,
+    ) -> Self {
         Dispatch {
             marks: Mutex::new(Marks {
                 by_host: hosts_with_pending.into_iter().map(|h| (h, 0)).collect(),
                 last: 0,
             }),
+            cancels: Mutex::new(hosts_with_cancels.into_iter().collect()),
+            waiters: Mutex::default(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Marks> {
-        // Plain values: a panic elsewhere cannot leave them half-updated.
-        self.marks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.marks)
     }
 
-    /// A job for `host` was committed.
+    /// A job for `host` was committed (or the host was freed and may have
+    /// one): mark it and wake its long-poll.
     pub fn job_enqueued(&self, host: &str) {
-        let mut marks = self.lock();
-        marks.last += 1;
-        let mark = marks.last;
-        marks.by_host.insert(host.to_owned(), mark);
+        {
+            let mut marks = self.lock();
+            marks.last += 1;
+            let mark = marks.last;
+            marks.by_host.insert(host.to_owned(), mark);
+        }
+        self.wake(host);
+    }
+
+    /// The running job of `host` was asked to stop: tell its agent now.
+    pub fn cancel_requested(&self, host: &str) {
+        lock(&self.cancels).insert(host.to_owned());
+        self.wake(host);
+    }
+
+    /// `true` when `host` may have a cancel request to deliver.
+    pub fn may_cancel(&self, host: &str) -> bool {
+        lock(&self.cancels).contains(host)
+    }
+
+    /// The host's cancel requests were found all handled.
+    pub fn cancels_handled(&self, host: &str) {
+        lock(&self.cancels).remove(host);
+    }
+
+    /// What a long-poll for `host` waits on. Call `enable()` on the
+    /// `notified()` future before checking for work, so no wake-up is lost.
+    pub fn waiter(&self, host: &str) -> Arc<Notify> {
+        lock(&self.waiters)
+            .entry(host.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn wake(&self, host: &str) {
+        if let Some(notify) = lock(&self.waiters).get(host) {
+            notify.notify_waiters();
+        }
     }
 
     /// `Some` when `host` may have a pending job.
@@ -67,13 +114,20 @@ impl Dispatch {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values: a panic elsewhere cannot leave them half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn an_enqueue_during_a_claim_keeps_the_host_marked() {
-        let dispatch = Dispatch::new(["h1".to_owned()]);
+        let dispatch = Dispatch::new(["h1".to_owned()], []);
         let mark = dispatch.check("h1").unwrap();
         dispatch.job_enqueued("h1");
         dispatch.found_nothing("h1", mark);

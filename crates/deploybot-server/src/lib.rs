@@ -7,7 +7,10 @@
 //! - `routes/`: one module per API resource; `routes::router` assembles them.
 //! - `webhook/`: GitHub signature verification and push parsing.
 //! - `presence`: agents' last-seen times (soft state, saved in batches).
-//! - `dispatch`: which hosts may have pending jobs (a hint for heartbeats).
+//! - `dispatch`: which hosts may have pending jobs or cancels, and the
+//!   long-polls waiting for them.
+//! - `live`: the broadcast behind the SSE log stream.
+//! - `maintenance`: saving heartbeats, expiring leases, pruning logs.
 //! - `error`: the one error type and the extractors that use it.
 //!
 //! Architecture invariant: handlers reach the database only through
@@ -16,6 +19,8 @@
 
 mod dispatch;
 mod error;
+mod live;
+mod maintenance;
 mod openapi;
 mod presence;
 mod routes;
@@ -28,7 +33,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use deploybot_apps::{AppsConfig, AppsError};
 use deploybot_store::StoreError;
@@ -39,9 +43,6 @@ pub use settings::{Settings, SettingsError, SettingsLayer};
 use dispatch::Dispatch;
 use presence::Presence;
 use state::{AppState, AppsHandle};
-
-/// How often heartbeats are saved.
-const SAVE_HEARTBEATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +61,10 @@ pub enum StartError {
 pub struct Controller {
     listener: TcpListener,
     state: AppState,
+    stop: tokio::sync::watch::Sender<bool>,
     apps_path: PathBuf,
     apps_required: bool,
+    retention: maintenance::Retention,
 }
 
 fn load_apps(path: &Path, required: bool) -> Result<Option<AppsConfig>, AppsError> {
@@ -90,6 +93,7 @@ impl Controller {
         let store = deploybot_store::open(&settings.database_url).await?;
         let agents = store.agents().await?;
         let pending = store.hosts_with_pending_jobs().await?;
+        let cancels = store.hosts_with_cancel_requests().await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -109,19 +113,27 @@ impl Controller {
             database = %deploybot_store::redact_url(&settings.database_url),
             "controller ready"
         );
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = AppState {
             store,
             apps: Arc::new(AppsHandle::new(apps)),
             presence: Arc::new(Presence::new(&agents)),
-            dispatch: Arc::new(Dispatch::new(pending)),
+            dispatch: Arc::new(Dispatch::new(pending, cancels)),
             webhook_secret: settings.webhook_secret.map(Arc::new),
             lease_timeout: settings.lease_timeout,
+            live: live::Live::default(),
+            stopping,
         };
         Ok(Controller {
             listener,
             state,
+            stop,
             apps_path: settings.apps,
             apps_required: settings.apps_required,
+            retention: maintenance::Retention {
+                keep_jobs: settings.log_retention_jobs,
+                keep_days: settings.log_retention_days,
+            },
         })
     }
 
@@ -130,47 +142,33 @@ impl Controller {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
-    /// and saves the last heartbeats.
+    /// Serves until `shutdown` resolves; then stops accepting connections,
+    /// answers held long-polls and streams at once, lets in-flight requests
+    /// finish and saves the last heartbeats.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let saver = tokio::spawn(save_heartbeats(self.state.clone(), stopped.clone()));
+        let stopping = self.state.stopping.clone();
+        let maintenance = tokio::spawn(maintenance::run(
+            self.state.clone(),
+            self.retention,
+            stopping.clone(),
+        ));
         #[cfg(unix)]
         tokio::spawn(reload_on_sighup(
             self.state.apps.clone(),
             self.apps_path.clone(),
             self.apps_required,
-            stopped,
+            stopping,
         ));
         let app = routes::router(self.state.clone());
+        let stop = self.stop;
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await;
-        let _ = stop.send(true);
-        let _ = saver.await;
+        let _ = maintenance.await;
         served
-    }
-}
-
-/// Saves heartbeats once a second, and once more when stopping.
-async fn save_heartbeats(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(SAVE_HEARTBEATS_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = every.tick() => false,
-            _ = stopped.changed() => true,
-        };
-        let beats = state.presence.take_unsaved();
-        if !beats.is_empty()
-            && let Err(err) = state.store.save_heartbeats(beats.clone()).await
-        {
-            tracing::warn!(error = %err, "could not save heartbeats; will retry");
-            state.presence.unsaved_again(beats);
-        }
-        if stopping {
-            return;
-        }
     }
 }
 

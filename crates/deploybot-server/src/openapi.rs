@@ -5,7 +5,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{agents, deliveries, health, hosts, jobs, webhooks};
+use crate::routes::{agents, deliveries, health, hosts, jobs, logs, webhooks};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -21,6 +21,11 @@ use crate::state::AppState;
         jobs::list,
         jobs::get,
         jobs::report_status,
+        jobs::cancel,
+        jobs::retry,
+        logs::append,
+        logs::page,
+        logs::stream,
         agents::register,
         agents::heartbeat,
         agents::list,
@@ -32,6 +37,7 @@ use crate::state::AppState;
         (name = "jobs", description = "Deployments"),
         (name = "agents", description = "The processes that run deployments on hosts"),
         (name = "hosts", description = "Deployment targets"),
+        (name = "logs", description = "Deploy output, paged or live"),
         (name = "health", description = "Probes"),
     )
 )]

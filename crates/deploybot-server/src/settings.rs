@@ -45,6 +45,8 @@ pub struct SettingsLayer {
     pub database_url: Option<String>,
     pub webhook_secret: Option<Secret>,
     pub lease_timeout: Option<String>,
+    pub log_retention_jobs: Option<u32>,
+    pub log_retention_days: Option<u32>,
 }
 
 impl<'de> Deserialize<'de> for Secret {
@@ -63,6 +65,8 @@ impl SettingsLayer {
             database_url: self.database_url.or(lower.database_url),
             webhook_secret: self.webhook_secret.or(lower.webhook_secret),
             lease_timeout: self.lease_timeout.or(lower.lease_timeout),
+            log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
+            log_retention_days: self.log_retention_days.or(lower.log_retention_days),
         }
     }
 
@@ -89,8 +93,12 @@ pub struct Settings {
     pub database_url: String,
     /// Key of the webhook HMAC; webhooks are refused while it is unset.
     pub webhook_secret: Option<Secret>,
-    /// An agent silent this long is shown offline.
+    /// An agent silent this long is offline and loses its running job.
     pub lease_timeout: Duration,
+    /// Logs are kept for the newest this many jobs of each app…
+    pub log_retention_jobs: u32,
+    /// …and for every job that finished within this many days.
+    pub log_retention_days: u32,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,6 +109,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "deploybot-data";
 pub const DEFAULT_APPS: &str = "apps.yaml";
 pub const DEFAULT_LEASE_TIMEOUT: &str = "60s";
+pub const DEFAULT_LOG_RETENTION_JOBS: u32 = 50;
+pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
 
 impl Settings {
     /// Resolves a layer against the defaults.
@@ -140,6 +150,13 @@ impl Settings {
             database_url,
             webhook_secret,
             lease_timeout,
+            log_retention_jobs: layer
+                .log_retention_jobs
+                .unwrap_or(DEFAULT_LOG_RETENTION_JOBS)
+                .max(1),
+            log_retention_days: layer
+                .log_retention_days
+                .unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
         })
     }
 }
@@ -171,8 +188,15 @@ apps = "{DEFAULT_APPS}"
 #                                                       env: DEPLOYBOT_WEBHOOK_SECRET (or GITHUB_WEBHOOK_SECRET)
 # webhook_secret = "change-me"
 
-# An agent silent for this long is shown offline.       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout
+# An agent silent for this long is offline, and the job it runs becomes `lost`.
+#                                                       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout
 lease_timeout = "{DEFAULT_LEASE_TIMEOUT}"
+
+# Deploy logs are kept for the newest N jobs of each app, and for every job
+# that finished within D days; older logs are deleted in the background.
+#                                                       env: DEPLOYBOT_LOG_RETENTION_JOBS / _DAYS
+log_retention_jobs = {DEFAULT_LOG_RETENTION_JOBS}
+log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
 "#
     )
 }

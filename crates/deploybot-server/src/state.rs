@@ -7,6 +7,7 @@ use deploybot_apps::AppsConfig;
 use deploybot_store::Store;
 
 use crate::dispatch::Dispatch;
+use crate::live::Live;
 use crate::presence::Presence;
 use crate::settings::Secret;
 
@@ -18,8 +19,11 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     pub dispatch: Arc<Dispatch>,
     pub webhook_secret: Option<Arc<Secret>>,
-    /// Agents silent this long are offline.
+    /// Agents silent this long are offline and lose their running job.
     pub lease_timeout: Duration,
+    pub live: Live,
+    /// Becomes `true` when the controller stops: held long-polls and streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The current apps.yaml, swapped whole on reload.

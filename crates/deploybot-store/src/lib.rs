@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploybot_wire::{
-    Agent, AgentStatus, DeliveryVerdict, DeploySpec, Job, JobSource, JobStatus, Timestamp,
+    Agent, AgentStatus, DeliveryVerdict, DeploySpec, Job, JobSource, JobStatus, LogEntry, LogLine,
+    Timestamp,
 };
 
 pub use sqlite::SqliteStore;
@@ -58,6 +59,10 @@ pub struct NewJob {
     pub source: JobSource,
     pub delivery_id: Option<String>,
     pub deploy: DeploySpec,
+    /// 1 for a first run.
+    pub attempt: u32,
+    /// The job this one retries.
+    pub retry_of: Option<String>,
 }
 
 /// The result of enqueueing: the new job, or the identical open one.
@@ -113,6 +118,32 @@ pub struct StatusReport {
     pub exit_code: Option<i32>,
     /// The reporting agent, when it said who it is.
     pub agent_id: Option<String>,
+    /// The lease the reporter holds, when it named one.
+    pub lease: Option<i64>,
+}
+
+/// A registration, and the jobs its previous session held (now `lost`).
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub agent: Agent,
+    pub lost: Vec<Job>,
+}
+
+/// What appending log lines stored.
+#[derive(Debug, Clone, Default)]
+pub struct AppendedLogs {
+    /// The lines stored now, with their ids.
+    pub entries: Vec<LogEntry>,
+    /// Lines already stored by an earlier upload.
+    pub duplicates: u64,
+}
+
+/// Which log lines a reader wants; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub job_id: Option<String>,
+    pub host: Option<String>,
+    pub app: Option<String>,
 }
 
 /// What a report did.
@@ -159,12 +190,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers `hostname`, or refreshes its registration: one hostname, one
     /// agent id, kept across registrations. `new_id` is used for a new host.
+    /// Jobs the agent's previous session was running become `lost`.
     async fn register_agent(
         &self,
         new_id: String,
         hostname: String,
         capabilities: Vec<String>,
-    ) -> Result<Agent, StoreError>;
+    ) -> Result<Registered, StoreError>;
 
     /// Every registered agent, status as last saved.
     async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
@@ -210,6 +242,61 @@ pub trait Store: Send + Sync + 'static {
 
     /// Hosts that have at least one pending job (to rebuild dispatch hints at start).
     async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Cancels a pending job, or flags a running one for its agent to stop.
+    /// A finished job is a [`StoreError::Conflict`].
+    async fn cancel_job(&self, job_id: String) -> Result<Job, StoreError>;
+
+    /// Queues attempt n+1 of a finished job as `new_id`.
+    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError>;
+
+    /// Running jobs of agents not heard from since `silent_since` become
+    /// `lost` with `reason`; returns them.
+    async fn expire_leases(
+        &self,
+        silent_since: Timestamp,
+        reason: String,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// The running job of `host`, if someone asked to cancel it.
+    async fn cancel_requests(&self, host: String) -> Result<Vec<String>, StoreError>;
+
+    /// Hosts whose running job has a cancel request (to rebuild hints at start).
+    async fn hosts_with_cancel_requests(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Appends a running job's output; the writer must hold the job's lease
+    /// (when it names one) and be its agent (when it names itself).
+    async fn append_logs(
+        &self,
+        job_id: String,
+        agent_id: Option<String>,
+        lease: Option<i64>,
+        lines: Vec<LogLine>,
+    ) -> Result<AppendedLogs, StoreError>;
+
+    /// A job's lines after line `after`.
+    async fn job_logs(
+        &self,
+        job_id: String,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Lines stored after entry `after_id` matching `filter`, oldest first.
+    async fn logs_since(
+        &self,
+        after_id: i64,
+        filter: LogFilter,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The id of the newest stored line (0 when none).
+    async fn last_log_id(&self) -> Result<i64, StoreError>;
+
+    /// Deletes the logs of finished jobs that are neither among the newest
+    /// `keep_jobs` of their app nor finished after `keep_since`, in small
+    /// writes so that other requests never wait long. Returns lines deleted.
+    async fn prune_logs(&self, keep_jobs: u32, keep_since: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite://path/to/file.db` (or `sqlite:path`).

@@ -10,12 +10,12 @@ use deploybot_store::{
 };
 use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus};
 
-struct TestStore {
+pub struct TestStore {
     store: Arc<dyn Store>,
     dir: tempfile::TempDir,
 }
 
-async fn open() -> TestStore {
+pub async fn open() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let store = deploybot_store::open(&format!("sqlite://{}/q.db", dir.path().display()))
         .await
@@ -40,6 +40,8 @@ fn job(id: &str, app: &str, host: &str, sha: &str) -> NewJob {
             env: BTreeMap::new(),
             timeout_secs: 60,
         },
+        attempt: 1,
+        retry_of: None,
     }
 }
 
@@ -49,6 +51,7 @@ fn report(status: JobStatus, agent: Option<&str>) -> StatusReport {
         error: None,
         exit_code: Some(0),
         agent_id: agent.map(Into::into),
+        lease: None,
     }
 }
 
@@ -393,8 +396,265 @@ async fn agents_keep_their_id_across_registrations() {
         .register_agent("id-2".into(), "h1".into(), vec![])
         .await
         .unwrap();
-    assert_eq!(first.id, "id-1");
-    assert_eq!(again.id, "id-1");
-    assert!(again.capabilities.is_empty());
+    assert_eq!(first.agent.id, "id-1");
+    assert_eq!(again.agent.id, "id-1");
+    assert!(again.agent.capabilities.is_empty());
     assert_eq!(t.store.agents().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn leases_of_silent_agents_expire_and_only_theirs() {
+    let t = open().await;
+    let silent = t
+        .store
+        .register_agent("silent".into(), "h1".into(), vec![])
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("lost", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("kept", "web", "h2", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, &silent.agent.id, "h1").await);
+    let alive = t
+        .store
+        .register_agent("alive".into(), "h2".into(), vec![])
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, &alive.agent.id, "h2").await);
+    let now = time::OffsetDateTime::now_utc();
+    t.store
+        .save_heartbeats(vec![deploybot_store::Beat {
+            agent_id: alive.agent.id.clone(),
+            status: deploybot_wire::AgentStatus::Busy,
+            at: now + time::Duration::seconds(10),
+        }])
+        .await
+        .unwrap();
+
+    let lost = t
+        .store
+        .expire_leases(now + time::Duration::seconds(5), "agent lost".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        lost.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["lost"]
+    );
+    assert_eq!(lost[0].status, JobStatus::Lost);
+    let kept = t.store.job("kept".into()).await.unwrap().unwrap();
+    assert_eq!(kept.status, JobStatus::Running);
+}
+
+#[tokio::test]
+async fn cancel_and_retry_follow_the_state_machine() {
+    let t = open().await;
+    t.store
+        .enqueue(job("p", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    let cancelled = t.store.cancel_job("p".into()).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(matches!(
+        t.store.cancel_job("p".into()).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    t.store
+        .enqueue(job("r", "web", "h1", "bbbbbbb"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let flagged = t.store.cancel_job("r".into()).await.unwrap();
+    assert_eq!(flagged.status, JobStatus::Running);
+    assert!(flagged.cancel_requested);
+    assert_eq!(t.store.cancel_requests("h1".into()).await.unwrap(), ["r"]);
+    assert_eq!(t.store.hosts_with_cancel_requests().await.unwrap(), ["h1"]);
+    assert!(matches!(
+        t.store.retry_job("r".into(), "r2".into()).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    t.store
+        .report_status("r".into(), report(JobStatus::Cancelled, Some("a1")))
+        .await
+        .unwrap();
+    assert!(
+        t.store
+            .cancel_requests("h1".into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retry = t.store.retry_job("r".into(), "r2".into()).await.unwrap();
+    assert!(retry.created);
+    assert_eq!(retry.job.attempt, 2);
+    assert_eq!(retry.job.retry_of.as_deref(), Some("r"));
+    assert_eq!(retry.job.source, JobSource::Retry);
+    assert!(matches!(
+        t.store.retry_job("nope".into(), "x".into()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn registering_again_loses_the_previous_sessions_running_job() {
+    let t = open().await;
+    let first = t
+        .store
+        .register_agent("a".into(), "h1".into(), vec![])
+        .await
+        .unwrap();
+    assert!(first.lost.is_empty());
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a", "h1").await);
+    let again = t
+        .store
+        .register_agent("b".into(), "h1".into(), vec![])
+        .await
+        .unwrap();
+    assert_eq!(again.lost.len(), 1);
+    assert_eq!(again.lost[0].status, JobStatus::Lost);
+}
+
+fn lines(from: u64, to: u64) -> Vec<deploybot_wire::LogLine> {
+    (from..=to)
+        .map(|line| deploybot_wire::LogLine {
+            line,
+            stream: deploybot_wire::LogStream::Stdout,
+            at: time::OffsetDateTime::now_utc(),
+            text: format!("line {line}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn log_appends_are_idempotent_and_need_the_lease() {
+    let t = open().await;
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    let early = t
+        .store
+        .append_logs("j".into(), None, None, lines(1, 1))
+        .await;
+    assert!(matches!(early, Err(StoreError::Conflict(_))), "{early:?}");
+
+    let Claim::Job(running) = claim(&*t.store, "a1", "h1").await else {
+        panic!("no job")
+    };
+    let stale = t
+        .store
+        .append_logs(
+            "j".into(),
+            Some("a1".into()),
+            running.lease.map(|l| l + 1),
+            lines(1, 1),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+
+    let first = t
+        .store
+        .append_logs("j".into(), Some("a1".into()), running.lease, lines(1, 3))
+        .await
+        .unwrap();
+    assert_eq!((first.entries.len(), first.duplicates), (3, 0));
+    assert_eq!(first.entries[0].host, "h1");
+    let again = t
+        .store
+        .append_logs("j".into(), Some("a1".into()), running.lease, lines(3, 4))
+        .await
+        .unwrap();
+    assert_eq!((again.entries.len(), again.duplicates), (1, 1));
+
+    let stored = t.store.job_logs("j".into(), 0, 100).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|l| l.line).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let after = t.store.job_logs("j".into(), 2, 1).await.unwrap();
+    assert_eq!(after[0].line, 3);
+
+    let since = t
+        .store
+        .logs_since(
+            first.entries[1].id,
+            deploybot_store::LogFilter::default(),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(since.iter().map(|l| l.line).collect::<Vec<_>>(), [3, 4]);
+    let other_host = deploybot_store::LogFilter {
+        host: Some("h2".into()),
+        ..Default::default()
+    };
+    assert!(
+        t.store
+            .logs_since(0, other_host, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(t.store.last_log_id().await.unwrap(), again.entries[0].id);
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_newest_jobs_and_recent_ones() {
+    let t = open().await;
+    // Three finished jobs of app web on h1, each with logs.
+    for (id, sha) in [("old", "aaaaaaa"), ("mid", "bbbbbbb"), ("new", "ccccccc")] {
+        t.store.enqueue(job(id, "web", "h1", sha)).await.unwrap();
+        let running = claimed_id(claim(&*t.store, "a1", "h1").await);
+        let lease = t.store.job(running.clone()).await.unwrap().unwrap().lease;
+        t.store
+            .append_logs(running.clone(), None, lease, lines(1, 3))
+            .await
+            .unwrap();
+        t.store
+            .report_status(running, report(JobStatus::Success, None))
+            .await
+            .unwrap();
+    }
+    let now = time::OffsetDateTime::now_utc();
+    // Everything is recent: a 14-day window keeps it all.
+    let kept = t
+        .store
+        .prune_logs(1, now - time::Duration::days(14))
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    // Past the window, only the newest job of the app keeps its logs.
+    let pruned = t
+        .store
+        .prune_logs(1, now + time::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 6);
+    assert!(
+        t.store
+            .job_logs("old".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        t.store
+            .job_logs("mid".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        t.store.job_logs("new".into(), 0, 10).await.unwrap().len(),
+        3
+    );
 }

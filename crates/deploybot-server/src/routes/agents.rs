@@ -1,13 +1,17 @@
 //! `/v1/agents`: registration, heartbeats (which hand out jobs), listing.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use deploybot_store::Claim;
 use deploybot_wire::{
-    Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest, names,
+    Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest, names,
 };
+use serde::Deserialize;
+use utoipa::IntoParams;
 
-use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath};
+use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 const MAX_CAPABILITIES: usize = 64;
@@ -40,7 +44,7 @@ pub async fn register(
             "capabilities must be at most {MAX_CAPABILITIES} names of 1-{MAX_CAPABILITY_LEN} printable characters"
         )));
     }
-    let agent = state
+    let registered = state
         .store
         .register_agent(
             uuid::Uuid::now_v7().to_string(),
@@ -48,19 +52,40 @@ pub async fn register(
             request.capabilities,
         )
         .await?;
+    let agent = registered.agent;
     state.presence.registered(&agent);
+    for job in &registered.lost {
+        tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");
+        state.live.job_changed(job);
+        state.dispatch.job_enqueued(&job.host);
+    }
     tracing::info!(agent = %agent.id, host = %agent.hostname, "agent registered");
     Ok(Json(agent))
 }
 
+/// The longest a heartbeat may wait for work.
+const MAX_WAIT_SECS: u64 = 60;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatQuery {
+    /// Seconds to hold the request until a job or a cancel for this agent
+    /// arrives (0 to 60, default 0: answer at once). Capped at half the lease
+    /// timeout so a waiting agent never looks silent.
+    wait: Option<u64>,
+}
+
 /// Heartbeat; receive at most one job for this agent's host.
 ///
-/// A heartbeat with nothing to hand out touches no disk.
+/// Renews the agent's lease. With `wait`, the request is held until a job
+/// for the host is committed or one of the agent's running jobs is
+/// cancelled, so work arrives in milliseconds instead of a polling
+/// interval. A heartbeat with nothing to hand out touches no disk.
 #[utoipa::path(
     post,
     path = "/v1/agents/{id}/heartbeat",
     tag = "agents",
-    params(("id" = String, Path, description = "Agent id")),
+    params(("id" = String, Path, description = "Agent id"), HeartbeatQuery),
     request_body(content = HeartbeatRequest, description = "Optional: an empty body means `{\"status\": \"online\"}`"),
     responses(
         (status = 200, body = HeartbeatResponse),
@@ -70,6 +95,7 @@ pub async fn register(
 pub async fn heartbeat(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HeartbeatQuery>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     // An empty body is a plain "I'm alive", for the simplest clients.
@@ -79,24 +105,84 @@ pub async fn heartbeat(
         serde_json::from_slice(&body)
             .map_err(|err| ApiError::invalid(format!("invalid heartbeat body: {err}")))?
     };
+    let wait = query.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::bad_request(format!(
+            "wait must be between 0 and {MAX_WAIT_SECS} seconds"
+        )));
+    }
+    let wait = Duration::from_secs(wait).min(state.lease_timeout / 2);
     let host = state.presence.beat(&id, request.status).ok_or_else(|| {
         ApiError::not_found(format!("agent {id} is not registered; register again"))
     })?;
-    let mut job = None;
-    if let Some(mark) = state.dispatch.check(&host) {
-        match state.store.claim_job(id.clone(), host.clone()).await? {
-            Claim::Job(claimed) => {
-                tracing::info!(job = %claimed.id, agent = %id, host = %host, "job handed out");
-                job = Some(*claimed);
+
+    let deadline = tokio::time::Instant::now() + wait;
+    let wake = state.dispatch.waiter(&host);
+    let mut stopping = state.stopping.clone();
+    loop {
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+
+        let cancel = cancels_for(&state, &host).await?;
+        let job = if request.draining {
+            None
+        } else {
+            claim_for(&state, &id, &host).await?
+        };
+        let waited_out = tokio::time::Instant::now() >= deadline || *stopping.borrow();
+        if job.is_some() || !cancel.is_empty() || waited_out {
+            // Held for a while: the agent was there all along.
+            if !wait.is_zero() {
+                state.presence.beat(&id, request.status);
             }
-            Claim::HostBusy => {}
-            Claim::NothingPending => state.dispatch.found_nothing(&host, mark),
+            return Ok(Json(HeartbeatResponse {
+                acknowledged: true,
+                job,
+                cancel,
+            }));
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = stopping.changed() => {}
         }
     }
-    Ok(Json(HeartbeatResponse {
-        acknowledged: true,
-        job,
-    }))
+}
+
+/// Claims the host's next job, if the dispatch hint says there may be one.
+async fn claim_for(state: &AppState, agent: &str, host: &str) -> Result<Option<Job>, ApiError> {
+    let Some(mark) = state.dispatch.check(host) else {
+        return Ok(None);
+    };
+    match state
+        .store
+        .claim_job(agent.to_owned(), host.to_owned())
+        .await?
+    {
+        Claim::Job(job) => {
+            tracing::info!(job = %job.id, agent = %agent, host = %host, "job handed out");
+            state.live.job_changed(&job);
+            Ok(Some(*job))
+        }
+        Claim::HostBusy => Ok(None),
+        Claim::NothingPending => {
+            state.dispatch.found_nothing(host, mark);
+            Ok(None)
+        }
+    }
+}
+
+/// The host's running jobs someone asked to cancel.
+async fn cancels_for(state: &AppState, host: &str) -> Result<Vec<String>, ApiError> {
+    if !state.dispatch.may_cancel(host) {
+        return Ok(Vec::new());
+    }
+    let ids = state.store.cancel_requests(host.to_owned()).await?;
+    if ids.is_empty() {
+        state.dispatch.cancels_handled(host);
+    }
+    Ok(ids)
 }
 
 /// Every registered agent.

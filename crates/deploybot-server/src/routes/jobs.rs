@@ -95,6 +95,8 @@ pub async fn create(
             source: JobSource::Manual,
             delivery_id: None,
             deploy: app.deploy.clone(),
+            attempt: 1,
+            retry_of: None,
         })
         .await?;
     let status = if enqueued.created {
@@ -232,6 +234,7 @@ pub async fn report_status(
                 error,
                 exit_code: request.exit_code,
                 agent_id: request.agent_id,
+                lease: request.lease,
             },
         )
         .await?;
@@ -241,10 +244,81 @@ pub async fn report_status(
     };
     if updated {
         tracing::info!(job = %id, status = %status, "job finished");
+        if let Some(job) = state.store.job(id.clone()).await? {
+            state.live.job_changed(&job);
+        }
     }
     Ok(Json(UpdateJobStatusResponse {
         job_id: id,
         status,
         updated,
     }))
+}
+
+/// Cancel a job.
+///
+/// A pending job is cancelled at once. A running job's agent is told in its
+/// next heartbeat answer (a held long-poll returns at once); it stops the
+/// deploy and reports `cancelled`. A finished job cannot be cancelled (409).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled, or cancel requested (`cancel_requested: true`)", body = JobResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job already finished", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let job = state.store.cancel_job(id).await?;
+    if job.status == JobStatus::Running {
+        state.dispatch.cancel_requested(&job.host);
+        tracing::info!(job = %job.id, host = %job.host, "cancel requested");
+    } else {
+        state.live.job_changed(&job);
+        tracing::info!(job = %job.id, "job cancelled before it ran");
+    }
+    Ok(Json(JobResponse { job, created: None }))
+}
+
+/// Retry a finished job: queue a new attempt with the same deploy spec.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 201, description = "The new attempt", body = JobResponse),
+        (status = 200, description = "An identical job is already open", body = JobResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has not finished", body = ErrorBody),
+    )
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    let enqueued = state
+        .store
+        .retry_job(id, uuid::Uuid::now_v7().to_string())
+        .await?;
+    let status = if enqueued.created {
+        state.dispatch.job_enqueued(&enqueued.job.host);
+        tracing::info!(job = %enqueued.job.id, retry_of = ?enqueued.job.retry_of, "retry queued");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(JobResponse {
+            job: enqueued.job,
+            created: Some(enqueued.created),
+        }),
+    ))
 }

@@ -5,6 +5,7 @@ pub(crate) mod deliveries;
 pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
+pub(crate) mod logs;
 pub(crate) mod webhooks;
 
 use axum::Router;
@@ -19,6 +20,8 @@ use crate::state::AppState;
 
 /// Body limit of the API.
 const API_BODY_LIMIT: usize = 1024 * 1024;
+/// Body limit of log uploads (agents send batches well under it).
+const LOG_UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
 /// Body limit of webhooks: GitHub's own cap.
 const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
@@ -30,6 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/status", put(jobs::report_status))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/logs", get(logs::page))
+        .route("/v1/logs/stream", get(logs::stream))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/health", get(health::health))
@@ -37,9 +44,13 @@ pub fn router(state: AppState) -> Router {
     let webhooks = Router::new()
         .route("/v1/webhooks/github", post(webhooks::github))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
+    let uploads = Router::new()
+        .route("/v1/jobs/{id}/logs", post(logs::append))
+        .layer(DefaultBodyLimit::max(LOG_UPLOAD_LIMIT));
     Router::new()
         .merge(api)
         .merge(webhooks)
+        .merge(uploads)
         .merge(openapi::routes())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)

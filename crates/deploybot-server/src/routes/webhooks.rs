@@ -174,6 +174,8 @@ fn plan_push(
                 source: JobSource::Webhook,
                 delivery_id: Some(delivery.delivery_id.clone()),
                 deploy: app.deploy.clone(),
+                attempt: 1,
+                retry_of: None,
             });
         }
     }

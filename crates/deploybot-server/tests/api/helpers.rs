@@ -54,6 +54,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: TempDir,
     secret: Option<String>,
+    lease_timeout: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -66,19 +67,27 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(apps_yaml: &str, secret: Option<&str>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(apps_path(dir.path()), apps_yaml).expect("write apps.yaml");
-    start(dir, secret.map(str::to_owned)).await
+    start(dir, secret.map(str::to_owned), None).await
+}
+
+/// The default apps and secret, with this lease timeout (e.g. "1s").
+pub async fn spawn_app_with_lease(lease_timeout: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(apps_path(dir.path()), APPS_YAML).expect("write apps.yaml");
+    start(dir, Some(SECRET.to_owned()), Some(lease_timeout.to_owned())).await
 }
 
 fn apps_path(dir: &Path) -> PathBuf {
     dir.join("apps.yaml")
 }
 
-async fn start(dir: TempDir, secret: Option<String>) -> TestApp {
+async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<String>) -> TestApp {
     let settings = Settings::resolve(SettingsLayer {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().join("data")),
         apps: Some(apps_path(dir.path())),
         webhook_secret: secret.clone().map(Secret::new),
+        lease_timeout: lease_timeout.clone(),
         ..Default::default()
     })
     .expect("settings");
@@ -99,6 +108,7 @@ async fn start(dir: TempDir, secret: Option<String>) -> TestApp {
         client,
         dir,
         secret,
+        lease_timeout,
         shutdown: Some(stop),
         server: Some(server),
     }
@@ -283,8 +293,13 @@ impl TestApp {
     /// one on the same data directory and apps.yaml.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
-        let TestApp { dir, secret, .. } = self;
-        start(dir, secret).await
+        let TestApp {
+            dir,
+            secret,
+            lease_timeout,
+            ..
+        } = self;
+        start(dir, secret, lease_timeout).await
     }
 
     async fn stop(&mut self) {

@@ -7,6 +7,8 @@ mod errors;
 mod helpers;
 mod hosts;
 mod jobs;
+mod logs;
+mod protocol;
 mod restart;
 mod status;
 mod webhook_requests;

@@ -8,13 +8,11 @@ use deploybot_wire::{Job, JobStatus};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 
 use super::{from_ms, now_ms};
-use crate::{
-    Claim, Enqueued, HostJobs, JobFilter, NewJob, ReportOutcome, StatusReport, StoreError,
-};
+use crate::{Enqueued, HostJobs, JobFilter, NewJob, StoreError};
 
-const COLUMNS: &str = "id, app, repo, git_ref, sha, host, status, metadata, deploy, source, \
-    delivery_id, attempt, created_at, started_at, completed_at, assigned_agent, exit_code, error, \
-    superseded_by";
+pub(super) const COLUMNS: &str = "id, app, repo, git_ref, sha, host, status, metadata, deploy, \
+    source, delivery_id, attempt, created_at, started_at, completed_at, assigned_agent, exit_code, \
+    error, superseded_by, lease, cancel_requested, retry_of";
 
 /// Turns a stored-value problem into a row error, so a damaged row surfaces
 /// as a database error instead of a panic.
@@ -25,7 +23,7 @@ fn bad_value(
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(err))
 }
 
-fn from_row(row: &Row) -> rusqlite::Result<Job> {
+pub(super) fn from_row(row: &Row) -> rusqlite::Result<Job> {
     let status: String = row.get(6)?;
     let metadata: String = row.get(7)?;
     let deploy: String = row.get(8)?;
@@ -50,6 +48,9 @@ fn from_row(row: &Row) -> rusqlite::Result<Job> {
         exit_code: row.get(16)?,
         error: row.get(17)?,
         superseded_by: row.get(18)?,
+        lease: row.get(19)?,
+        cancel_requested: row.get(20)?,
+        retry_of: row.get(21)?,
     })
 }
 
@@ -124,8 +125,8 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
 
     conn.prepare_cached(
         "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
-                           delivery_id, attempt, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, 1, ?11)",
+                           delivery_id, attempt, created_at, retry_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         new.id,
@@ -138,7 +139,9 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
         encoded.deploy,
         new.source.as_str(),
         new.delivery_id,
+        new.attempt,
         now,
+        new.retry_of,
     ])?;
     let job = Job {
         id: new.id.clone(),
@@ -155,107 +158,20 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
         app: new.app.clone(),
         sha: new.sha.clone(),
         exit_code: None,
-        attempt: 1,
+        attempt: new.attempt,
         source: new.source,
         delivery_id: new.delivery_id.clone(),
         superseded_by: None,
         deploy: new.deploy.clone(),
+        lease: None,
+        cancel_requested: false,
+        retry_of: new.retry_of.clone(),
     };
     Ok(Enqueued {
         job,
         created: true,
         superseded,
     })
-}
-
-/// Hands the oldest pending job of `host` to `agent_id`, in one statement.
-/// The partial unique index on running jobs makes a second running job for a
-/// host impossible even if this check were wrong.
-pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Claim, StoreError> {
-    let now = now_ms();
-    let claimed = conn
-        .prepare_cached(&format!(
-            "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2
-             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
-                          WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
-               AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_one_running_per_host
-                               WHERE host = ?3 AND status = 'running')
-             RETURNING {COLUMNS}"
-        ))?
-        .query_row(params![now, agent_id, host], from_row)
-        .optional()?;
-    if let Some(job) = claimed {
-        conn.prepare_cached(
-            "UPDATE agents SET last_heartbeat = ?2, status = 'busy' WHERE id = ?1",
-        )?
-        .execute(params![agent_id, now])?;
-        return Ok(Claim::Job(Box::new(job)));
-    }
-    let pending: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_pending_by_host
-                            WHERE host = ?1 AND status = 'pending')",
-        )?
-        .query_row([host], |row| row.get(0))?;
-    Ok(if pending {
-        Claim::HostBusy
-    } else {
-        Claim::NothingPending
-    })
-}
-
-/// Applies an agent's report on a job it runs.
-pub(super) fn report(
-    conn: &Connection,
-    job_id: &str,
-    report: &StatusReport,
-) -> Result<ReportOutcome, StoreError> {
-    let current: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT status, assigned_agent FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let Some((status, assigned)) = current else {
-        return Err(StoreError::NotFound(format!("job {job_id}")));
-    };
-    let current: JobStatus = status
-        .parse()
-        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))?;
-
-    if let Some(reporter) = &report.agent_id
-        && assigned.as_ref() != Some(reporter)
-    {
-        return Err(StoreError::Conflict(match &assigned {
-            Some(assigned) => {
-                format!("job {job_id} is assigned to agent {assigned}, not {reporter}")
-            }
-            None => format!("job {job_id} is not assigned to any agent"),
-        }));
-    }
-    if current == report.status {
-        return Ok(ReportOutcome::Unchanged(current));
-    }
-    if current != JobStatus::Running {
-        return Err(StoreError::Conflict(format!(
-            "job {job_id} is {current}; it cannot become {}",
-            report.status
-        )));
-    }
-    conn.prepare_cached(
-        "UPDATE jobs SET status = ?2, completed_at = ?3, error = ?4, exit_code = ?5
-         WHERE id = ?1 AND status = 'running'",
-    )?
-    .execute(params![
-        job_id,
-        report.status.as_str(),
-        now_ms(),
-        report.error,
-        report.exit_code
-    ])?;
-    if let Some(agent) = &assigned {
-        conn.prepare_cached("UPDATE agents SET status = 'idle' WHERE id = ?1")?
-            .execute([agent])?;
-    }
-    Ok(ReportOutcome::Updated(report.status))
 }
 
 pub(super) fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {

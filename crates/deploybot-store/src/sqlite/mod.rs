@@ -10,6 +10,8 @@
 mod agents;
 mod deliveries;
 mod jobs;
+mod leases;
+mod logs;
 mod pool;
 mod schema;
 mod writer;
@@ -21,9 +23,13 @@ use deploybot_wire::{Agent, Delivery, Job};
 use rusqlite::Connection;
 
 use crate::{
-    Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter, NewDelivery, NewJob,
-    ReportOutcome, StatusReport, Store, StoreError,
+    AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter, LogFilter,
+    NewDelivery, NewJob, Registered, ReportOutcome, StatusReport, Store, StoreError,
 };
+use deploybot_wire::{LogEntry, LogLine, Timestamp};
+
+/// Lines one pruning write deletes at most: keeps each write short.
+const PRUNE_BATCH: u32 = 2000;
 use pool::ReadPool;
 use writer::Writer;
 
@@ -111,9 +117,17 @@ impl Store for SqliteStore {
         new_id: String,
         hostname: String,
         capabilities: Vec<String>,
-    ) -> Result<Agent, StoreError> {
+    ) -> Result<Registered, StoreError> {
         self.writer
-            .write(move |conn| agents::register(conn, &new_id, &hostname, &capabilities))
+            .write(move |conn| {
+                let agent = agents::register(conn, &new_id, &hostname, &capabilities)?;
+                let lost = leases::lose_jobs_of(
+                    conn,
+                    &agent.id,
+                    "agent lost: it registered again (restarted) while running this job",
+                )?;
+                Ok(Registered { agent, lost })
+            })
             .await
     }
 
@@ -129,7 +143,7 @@ impl Store for SqliteStore {
 
     async fn claim_job(&self, agent_id: String, host: String) -> Result<Claim, StoreError> {
         self.writer
-            .write(move |conn| jobs::claim(conn, &agent_id, &host))
+            .write(move |conn| leases::claim(conn, &agent_id, &host))
             .await
     }
 
@@ -170,7 +184,7 @@ impl Store for SqliteStore {
         report: StatusReport,
     ) -> Result<ReportOutcome, StoreError> {
         self.writer
-            .write(move |conn| jobs::report(conn, &job_id, &report))
+            .write(move |conn| leases::report(conn, &job_id, &report))
             .await
     }
 
@@ -188,6 +202,100 @@ impl Store for SqliteStore {
 
     async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError> {
         self.readers.read(jobs::hosts_with_pending).await
+    }
+
+    async fn cancel_job(&self, job_id: String) -> Result<Job, StoreError> {
+        self.writer
+            .write(move |conn| leases::cancel(conn, &job_id))
+            .await
+    }
+
+    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError> {
+        self.writer
+            .write(move |conn| leases::retry(conn, &job_id, &new_id))
+            .await
+    }
+
+    async fn expire_leases(
+        &self,
+        silent_since: Timestamp,
+        reason: String,
+    ) -> Result<Vec<Job>, StoreError> {
+        let cutoff = to_ms(silent_since);
+        self.writer
+            .write(move |conn| leases::expire(conn, cutoff, &reason))
+            .await
+    }
+
+    async fn cancel_requests(&self, host: String) -> Result<Vec<String>, StoreError> {
+        self.readers
+            .read(move |conn| leases::cancel_requested(conn, &host))
+            .await
+    }
+
+    async fn hosts_with_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        self.readers.read(leases::hosts_with_cancel_requests).await
+    }
+
+    async fn append_logs(
+        &self,
+        job_id: String,
+        agent_id: Option<String>,
+        lease: Option<i64>,
+        lines: Vec<LogLine>,
+    ) -> Result<AppendedLogs, StoreError> {
+        self.writer
+            .write(move |conn| logs::append(conn, &job_id, agent_id.as_deref(), lease, &lines))
+            .await
+    }
+
+    async fn job_logs(
+        &self,
+        job_id: String,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.readers
+            .read(move |conn| logs::of_job(conn, &job_id, after, limit))
+            .await
+    }
+
+    async fn logs_since(
+        &self,
+        after_id: i64,
+        filter: LogFilter,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.readers
+            .read(move |conn| logs::since(conn, after_id, &filter, limit))
+            .await
+    }
+
+    async fn last_log_id(&self) -> Result<i64, StoreError> {
+        self.readers.read(logs::last_id).await
+    }
+
+    async fn prune_logs(&self, keep_jobs: u32, keep_since: Timestamp) -> Result<u64, StoreError> {
+        let keep_since = to_ms(keep_since);
+        let jobs = self
+            .readers
+            .read(move |conn| logs::prunable_jobs(conn, keep_jobs.max(1), keep_since))
+            .await?;
+        let mut deleted = 0;
+        for job_id in jobs {
+            loop {
+                let id = job_id.clone();
+                let gone = self
+                    .writer
+                    .write(move |conn| logs::delete_of_job(conn, &id, PRUNE_BATCH))
+                    .await?;
+                deleted += gone;
+                if gone < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -67,7 +67,7 @@ mod tests {
     fn shipped_migrations_are_unchanged() {
         let pinned = [(
             1,
-            "33dbf74f631f29f449292ef011f33f46c070f568732f82df99fb88d0a683db38",
+            "037874db8fab02f1209e1695cf483f48923bff290b75a46da59346647ee8e88a",
         )];
         for ((version, _, sql), (pinned_version, pinned_sum)) in MIGRATIONS.iter().zip(pinned) {
             assert_eq!(*version, pinned_version);

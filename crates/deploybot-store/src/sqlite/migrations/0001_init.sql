@@ -22,7 +22,7 @@ CREATE TABLE jobs (
                      ('pending', 'running', 'success', 'failed', 'cancelled', 'superseded', 'lost')),
     metadata       TEXT NOT NULL DEFAULT '{}',       -- JSON object
     deploy         TEXT NOT NULL,                    -- JSON DeploySpec
-    source         TEXT NOT NULL CHECK (source IN ('webhook', 'manual')),
+    source         TEXT NOT NULL CHECK (source IN ('webhook', 'manual', 'retry')),
     delivery_id    TEXT,
     attempt        INTEGER NOT NULL DEFAULT 1,
     created_at     INTEGER NOT NULL,
@@ -31,7 +31,10 @@ CREATE TABLE jobs (
     assigned_agent TEXT,
     exit_code      INTEGER,
     error          TEXT,
-    superseded_by  TEXT
+    superseded_by  TEXT,
+    lease          INTEGER,                          -- set when handed out; writes must name it
+    cancel_requested INTEGER NOT NULL DEFAULT 0,     -- 1: the agent is told to stop
+    retry_of       TEXT                              -- the job this one retries
 ) STRICT;
 
 -- The queue's core rule, enforced by the database: a host runs one job at a time.
@@ -56,4 +59,16 @@ CREATE TABLE deliveries (
     message      TEXT NOT NULL,
     job_ids      TEXT NOT NULL DEFAULT '[]',         -- JSON array of job ids
     received_at  INTEGER NOT NULL
+) STRICT;
+
+-- Deploy output. `id` orders all lines and is the SSE event id; (job_id, line)
+-- makes a retried upload idempotent.
+CREATE TABLE job_logs (
+    id      INTEGER PRIMARY KEY,
+    job_id  TEXT NOT NULL,
+    line    INTEGER NOT NULL,
+    stream  TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+    at      INTEGER NOT NULL,
+    text    TEXT NOT NULL,
+    UNIQUE (job_id, line)
 ) STRICT;

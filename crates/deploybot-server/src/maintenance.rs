@@ -1,0 +1,106 @@
+//! Periodic work: saving heartbeats, expiring the leases of silent agents,
+//! pruning old logs.
+
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::state::AppState;
+
+/// How often heartbeats are saved.
+const SAVE_HEARTBEATS_EVERY: Duration = Duration::from_secs(1);
+/// How often old logs are pruned.
+const PRUNE_LOGS_EVERY: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep_jobs: u32,
+    pub keep_days: u32,
+}
+
+/// Runs until `stopped` turns `true`, then saves the last heartbeats.
+pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Receiver<bool>) {
+    let started = Instant::now();
+    // Check leases four times per timeout, so a job is lost at most 25% late.
+    let sweep_every =
+        (state.lease_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
+    let tick_every = sweep_every.min(SAVE_HEARTBEATS_EVERY);
+    let mut ticks = tokio::time::interval(tick_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_save = Instant::now();
+    let mut last_sweep = Instant::now();
+    // The first pruning runs a minute after start, not during it.
+    let mut last_prune = Instant::now() + Duration::from_secs(60) - PRUNE_LOGS_EVERY;
+    let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.changed() => {
+                save_heartbeats(&state).await;
+                return;
+            }
+        }
+        if last_save.elapsed() >= SAVE_HEARTBEATS_EVERY {
+            save_heartbeats(&state).await;
+            last_save = Instant::now();
+        }
+        // Right after a start, agents have not had a chance to reconnect:
+        // their leases count from the start, not from their last saved heartbeat.
+        if last_sweep.elapsed() >= sweep_every && started.elapsed() >= state.lease_timeout {
+            save_heartbeats(&state).await;
+            last_save = Instant::now();
+            expire_leases(&state).await;
+            last_sweep = Instant::now();
+        }
+        if last_prune.elapsed() >= PRUNE_LOGS_EVERY
+            && pruning.as_ref().is_none_or(|p| p.is_finished())
+        {
+            last_prune = Instant::now();
+            pruning = Some(tokio::spawn(prune_logs(state.clone(), retention)));
+        }
+    }
+}
+
+async fn save_heartbeats(state: &AppState) {
+    let beats = state.presence.take_unsaved();
+    if !beats.is_empty()
+        && let Err(err) = state.store.save_heartbeats(beats.clone()).await
+    {
+        tracing::warn!(error = %err, "could not save heartbeats; will retry");
+        state.presence.unsaved_again(beats);
+    }
+}
+
+async fn expire_leases(state: &AppState) {
+    let silent_since = OffsetDateTime::now_utc() - state.lease_timeout;
+    let reason = format!(
+        "agent lost: no heartbeat for {}",
+        humantime::format_duration(state.lease_timeout)
+    );
+    match state.store.expire_leases(silent_since, reason).await {
+        Ok(lost) => {
+            for job in lost {
+                tracing::warn!(job = %job.id, host = %job.host, agent = ?job.assigned_agent, "job lost: its agent went silent");
+                state.live.job_changed(&job);
+                // The host is free: its next pending job can go out.
+                state.dispatch.job_enqueued(&job.host);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "could not expire leases; will retry"),
+    }
+}
+
+async fn prune_logs(state: AppState, retention: Retention) {
+    let keep_since =
+        OffsetDateTime::now_utc() - Duration::from_secs(u64::from(retention.keep_days) * 86_400);
+    match state
+        .store
+        .prune_logs(retention.keep_jobs, keep_since)
+        .await
+    {
+        Ok(0) => {}
+        Ok(lines) => tracing::info!(lines, "pruned old deploy logs"),
+        Err(err) => tracing::warn!(error = %err, "could not prune logs; will retry"),
+    }
+}

@@ -1,0 +1,305 @@
+//! Deploy output: agents upload it, people read it paged or follow it live.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use deploybot_store::LogFilter;
+use deploybot_wire::{AppendLogsRequest, AppendLogsResponse, ErrorBody, JobLogsResponse, LogEntry};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::live::{LiveEvent, StatusEvent};
+use crate::state::AppState;
+
+/// Most lines one upload may carry.
+const MAX_LINES_PER_UPLOAD: usize = 10_000;
+/// Longest line stored.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines per page when reading, and per step when a stream catches up.
+const DEFAULT_PAGE: u32 = 1000;
+const MAX_PAGE: u32 = 5000;
+/// Events a slow SSE client may have queued before the stream waits for it.
+const CLIENT_QUEUE: usize = 1024;
+
+/// Upload lines of a running job's output (agents).
+///
+/// Lines are numbered by the agent from 1; a line number already stored is
+/// ignored, so a retried upload never duplicates output. The writer must
+/// hold the job's lease (409 otherwise).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/logs",
+    tag = "logs",
+    params(("id" = String, Path, description = "Job id")),
+    request_body = AppendLogsRequest,
+    responses(
+        (status = 200, body = AppendLogsResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not running, or a stale lease", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn append(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<AppendLogsRequest>,
+) -> Result<Json<AppendLogsResponse>, ApiError> {
+    if request.lines.len() > MAX_LINES_PER_UPLOAD {
+        return Err(ApiError::invalid(format!(
+            "lines: at most {MAX_LINES_PER_UPLOAD} per upload"
+        )));
+    }
+    if let Some(bad) = request
+        .lines
+        .iter()
+        .find(|l| l.line == 0 || l.line > i64::MAX as u64 || l.text.len() > MAX_LINE_BYTES)
+    {
+        return Err(ApiError::invalid(format!(
+            "line {}: line numbers start at 1 and a line holds at most {MAX_LINE_BYTES} bytes",
+            bad.line
+        )));
+    }
+    let appended = state
+        .store
+        .append_logs(id, request.agent_id, request.lease, request.lines)
+        .await?;
+    let accepted = appended.entries.len() as u64;
+    for entry in appended.entries {
+        state.live.publish(LiveEvent::Log(entry));
+    }
+    Ok(Json(AppendLogsResponse {
+        accepted,
+        duplicates: appended.duplicates,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Return lines after this line number (default 0: from the start).
+    after: Option<u64>,
+    /// 1 to 5000; default 1000.
+    limit: Option<u32>,
+}
+
+/// A job's output, paged by line number.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/logs",
+    tag = "logs",
+    params(("id" = String, Path, description = "Job id"), PageQuery),
+    responses(
+        (status = 200, body = JobLogsResponse),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn page(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<JobLogsResponse>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    if state.store.job(id.clone()).await?.is_none() {
+        return Err(ApiError::not_found(format!("job {id} not found")));
+    }
+    let lines = state
+        .store
+        .job_logs(id.clone(), query.after.unwrap_or(0), limit)
+        .await?;
+    let next_after = (lines.len() == limit as usize)
+        .then(|| lines.last().map(|l| l.line))
+        .flatten();
+    Ok(Json(JobLogsResponse {
+        job_id: id,
+        lines,
+        next_after,
+    }))
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Only this job's lines (from its first line, unless resuming).
+    job_id: Option<String>,
+    /// Only lines of jobs on this host.
+    host: Option<String>,
+    /// Only lines of jobs of this app.
+    app: Option<String>,
+    /// Resume after this event id (as the `Last-Event-ID` header does).
+    after: Option<i64>,
+}
+
+impl StreamQuery {
+    fn filter(&self) -> LogFilter {
+        LogFilter {
+            job_id: self.job_id.clone(),
+            host: self.host.clone(),
+            app: self.app.clone(),
+        }
+    }
+
+    fn matches(&self, job_id: &str, host: &str, app: &str) -> bool {
+        self.job_id.as_deref().is_none_or(|j| j == job_id)
+            && self.host.as_deref().is_none_or(|h| h == host)
+            && self.app.as_deref().is_none_or(|a| a == app)
+    }
+}
+
+/// Follow deploy output live (Server-Sent Events).
+///
+/// Each line is an `event: log` whose `id` is its position in the log
+/// store; a client reconnecting with `Last-Event-ID` gets exactly the lines
+/// it missed. Job state changes arrive as `event: status` (no id). Without
+/// a resume point, a `job_id` stream starts at the job's first line and
+/// other streams at the newest line. Comments keep idle connections alive.
+#[utoipa::path(
+    get,
+    path = "/v1/logs/stream",
+    tag = "logs",
+    params(StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "text/event-stream of `log` and `status` events", content_type = "text/event-stream", body = String))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event id"))?,
+        ),
+        None => query.after,
+    };
+    // Subscribe before reading the database, so no line falls in between.
+    let live = state.live.subscribe();
+    let start = match (resume, &query.job_id) {
+        (Some(after), _) => after,
+        (None, Some(_)) => 0,
+        (None, None) => state.store.last_log_id().await?,
+    };
+    if let Some(job_id) = &query.job_id
+        && state.store.job(job_id.clone()).await?.is_none()
+    {
+        return Err(ApiError::not_found(format!("job {job_id} not found")));
+    }
+    let (events, queue) = mpsc::channel(CLIENT_QUEUE);
+    tokio::spawn(feed(state, query, start, live, events));
+    let stream = futures_util::stream::unfold(queue, |mut queue| async move {
+        queue.recv().await.map(|event| (Ok(event), queue))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn log_event(entry: &LogEntry) -> Event {
+    Event::default()
+        .event("log")
+        .id(entry.id.to_string())
+        .json_data(entry)
+        .unwrap_or_else(|_| Event::default().comment("unencodable line"))
+}
+
+fn status_event(status: &StatusEvent) -> Event {
+    Event::default()
+        .event("status")
+        .json_data(status)
+        .unwrap_or_else(|_| Event::default().comment("unencodable status"))
+}
+
+/// Feeds one SSE client: catch up from the database, then follow the live
+/// broadcast; after falling behind, catch up from the database again.
+/// Ends when the client goes away or the controller stops.
+async fn feed(
+    state: AppState,
+    query: StreamQuery,
+    mut last: i64,
+    mut live: broadcast::Receiver<Arc<LiveEvent>>,
+    events: mpsc::Sender<Event>,
+) {
+    let filter = query.filter();
+    let mut stopping = state.stopping.clone();
+    'catch_up: loop {
+        loop {
+            let page = match state
+                .store
+                .logs_since(last, filter.clone(), DEFAULT_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(error = %err, "log stream: cannot read logs; closing");
+                    return;
+                }
+            };
+            let full = page.len() == DEFAULT_PAGE as usize;
+            for entry in &page {
+                if events.send(log_event(entry)).await.is_err() {
+                    return;
+                }
+                last = entry.id;
+            }
+            if !full {
+                break;
+            }
+        }
+        if let Some(job_id) = &query.job_id
+            && let Ok(Some(job)) = state.store.job(job_id.clone()).await
+            && job.status.is_final()
+            && events
+                .send(status_event(&StatusEvent::from(&job)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                event = live.recv() => event,
+                _ = stopping.changed() => return,
+                _ = events.closed() => return,
+            };
+            match event {
+                Ok(event) => {
+                    let sent = match &*event {
+                        LiveEvent::Log(entry) => {
+                            if entry.id <= last
+                                || !query.matches(&entry.job_id, &entry.host, &entry.app)
+                            {
+                                continue;
+                            }
+                            last = entry.id;
+                            events.send(log_event(entry)).await
+                        }
+                        LiveEvent::Status(status) => {
+                            if !query.matches(&status.job_id, &status.host, &status.app) {
+                                continue;
+                            }
+                            events.send(status_event(status)).await
+                        }
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! SQL for a job's life after it is queued: handing it out under a lease,
+//! the agent's reports, cancel, retry, and expiry of silent agents' leases.
+
+use deploybot_wire::{Job, JobSource, JobStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::jobs::{self, COLUMNS, EncodedJob, from_row};
+use super::now_ms;
+use crate::{Claim, Enqueued, NewJob, ReportOutcome, StatusReport, StoreError};
+
+/// Hands the oldest pending job of `host` to `agent_id`, in one statement.
+/// The partial unique index on running jobs makes a second running job for a
+/// host impossible even if this check were wrong.
+///
+/// The lease is the claim time in milliseconds: a fencing token that grows
+/// with every claim, so a stale holder can always be told apart.
+pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Claim, StoreError> {
+    let now = now_ms();
+    let claimed = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2, lease = ?1
+             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
+                          WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
+               AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_one_running_per_host
+                               WHERE host = ?3 AND status = 'running')
+             RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![now, agent_id, host], from_row)
+        .optional()?;
+    if let Some(job) = claimed {
+        conn.prepare_cached(
+            "UPDATE agents SET last_heartbeat = ?2, status = 'busy' WHERE id = ?1",
+        )?
+        .execute(params![agent_id, now])?;
+        return Ok(Claim::Job(Box::new(job)));
+    }
+    let pending: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_pending_by_host
+                            WHERE host = ?1 AND status = 'pending')",
+        )?
+        .query_row([host], |row| row.get(0))?;
+    Ok(if pending {
+        Claim::HostBusy
+    } else {
+        Claim::NothingPending
+    })
+}
+
+/// What a write names about its author, checked against the running job.
+pub(super) struct Holder<'a> {
+    pub(super) agent_id: Option<&'a str>,
+    pub(super) lease: Option<i64>,
+}
+
+/// The job's status, refusing a writer that does not hold its lease.
+pub(super) fn check_holder(
+    conn: &Connection,
+    job_id: &str,
+    holder: &Holder,
+) -> Result<JobStatus, StoreError> {
+    let current: Option<(String, Option<String>, Option<i64>)> = conn
+        .prepare_cached("SELECT status, assigned_agent, lease FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let Some((status, assigned, lease)) = current else {
+        return Err(StoreError::NotFound(format!("job {job_id}")));
+    };
+    if let Some(writer) = holder.agent_id
+        && assigned.as_deref() != Some(writer)
+    {
+        return Err(StoreError::Conflict(match &assigned {
+            Some(assigned) => {
+                format!("job {job_id} is assigned to agent {assigned}, not {writer}")
+            }
+            None => format!("job {job_id} is not assigned to any agent"),
+        }));
+    }
+    if let Some(given) = holder.lease
+        && lease != Some(given)
+    {
+        return Err(StoreError::Conflict(format!(
+            "stale lease {given} for job {job_id}: the job is no longer yours"
+        )));
+    }
+    status
+        .parse()
+        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))
+}
+
+/// Applies an agent's report on a job it runs.
+pub(super) fn report(
+    conn: &Connection,
+    job_id: &str,
+    report: &StatusReport,
+) -> Result<ReportOutcome, StoreError> {
+    let holder = Holder {
+        agent_id: report.agent_id.as_deref(),
+        lease: report.lease,
+    };
+    let current = check_holder(conn, job_id, &holder)?;
+    if current == report.status {
+        return Ok(ReportOutcome::Unchanged(current));
+    }
+    if current != JobStatus::Running {
+        return Err(StoreError::Conflict(format!(
+            "job {job_id} is {current}; it cannot become {}",
+            report.status
+        )));
+    }
+    let agent: Option<String> = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = ?2, completed_at = ?3, error = ?4, exit_code = ?5
+             WHERE id = ?1 AND status = 'running'
+             RETURNING assigned_agent",
+        )?
+        .query_row(
+            params![
+                job_id,
+                report.status.as_str(),
+                now_ms(),
+                report.error,
+                report.exit_code
+            ],
+            |row| row.get(0),
+        )?;
+    if let Some(agent) = agent {
+        conn.prepare_cached("UPDATE agents SET status = 'idle' WHERE id = ?1")?
+            .execute([agent])?;
+    }
+    Ok(ReportOutcome::Updated(report.status))
+}
+
+/// Cancels a pending job at once, or asks the agent of a running one to stop.
+pub(super) fn cancel(conn: &Connection, job_id: &str) -> Result<Job, StoreError> {
+    let job =
+        jobs::by_id(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
+    let updated = match job.status {
+        JobStatus::Pending => conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET status = 'cancelled', completed_at = ?2,
+                     error = 'cancelled before it ran'
+                 WHERE id = ?1 AND status = 'pending' RETURNING {COLUMNS}"
+            ))?
+            .query_row(params![job_id, now_ms()], from_row)?,
+        JobStatus::Running => conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND status = 'running'
+                 RETURNING {COLUMNS}"
+            ))?
+            .query_row([job_id], from_row)?,
+        done => {
+            return Err(StoreError::Conflict(format!(
+                "job {job_id} is already {done}; only pending or running jobs can be cancelled"
+            )));
+        }
+    };
+    Ok(updated)
+}
+
+/// Queues a new attempt of a finished job, with the same deploy spec.
+pub(super) fn retry(conn: &Connection, job_id: &str, new_id: &str) -> Result<Enqueued, StoreError> {
+    let old =
+        jobs::by_id(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
+    if !old.status.is_final() {
+        return Err(StoreError::Conflict(format!(
+            "job {job_id} is still {}; retry it once it has finished (or cancel it)",
+            old.status
+        )));
+    }
+    let new = EncodedJob::new(NewJob {
+        id: new_id.to_owned(),
+        app: old.app,
+        repo: old.repo,
+        git_ref: old.git_ref,
+        sha: old.sha,
+        host: old.host,
+        metadata: old.metadata,
+        source: JobSource::Retry,
+        delivery_id: old.delivery_id,
+        deploy: old.deploy,
+        attempt: old.attempt + 1,
+        retry_of: Some(old.id),
+    })?;
+    jobs::enqueue(conn, &new)
+}
+
+/// Running jobs of agents silent since before `cutoff_ms` become `lost`.
+pub(super) fn expire(
+    conn: &Connection,
+    cutoff_ms: i64,
+    reason: &str,
+) -> Result<Vec<Job>, StoreError> {
+    let lost = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs INDEXED BY jobs_one_running_per_host
+             SET status = 'lost', completed_at = ?2, error = ?3
+             WHERE status = 'running'
+               AND assigned_agent IN (SELECT id FROM agents WHERE coalesce(last_heartbeat, 0) < ?1)
+             RETURNING {COLUMNS}"
+        ))?
+        .query_map(params![cutoff_ms, now_ms(), reason], from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(lost)
+}
+
+/// Running jobs of `agent_id` become `lost`: its previous session is gone.
+pub(super) fn lose_jobs_of(
+    conn: &Connection,
+    agent_id: &str,
+    reason: &str,
+) -> Result<Vec<Job>, StoreError> {
+    let lost = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs INDEXED BY jobs_one_running_per_host
+             SET status = 'lost', completed_at = ?2, error = ?3
+             WHERE status = 'running' AND assigned_agent = ?1
+             RETURNING {COLUMNS}"
+        ))?
+        .query_map(params![agent_id, now_ms(), reason], from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(lost)
+}
+
+/// The running job of `host` if someone asked to cancel it.
+pub(super) fn cancel_requested(conn: &Connection, host: &str) -> Result<Vec<String>, StoreError> {
+    let ids = conn
+        .prepare_cached(
+            "SELECT id FROM jobs INDEXED BY jobs_one_running_per_host
+             WHERE host = ?1 AND status = 'running' AND cancel_requested = 1",
+        )?
+        .query_map([host], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+/// Hosts whose running job someone asked to cancel (to rebuild hints at start).
+pub(super) fn hosts_with_cancel_requests(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let hosts = conn
+        .prepare_cached(
+            "SELECT host FROM jobs INDEXED BY jobs_one_running_per_host
+             WHERE status = 'running' AND cancel_requested = 1",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(hosts)
+}
