@@ -49,7 +49,7 @@ use state::{AppState, AppsHandle};
 pub enum StartError {
     #[error("{0}")]
     Settings(#[from] SettingsError),
-    #[error("invalid apps.yaml:\n{0}")]
+    #[error("{0}")]
     Apps(#[from] AppsError),
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
@@ -60,6 +60,9 @@ pub enum StartError {
 /// A controller ready to serve: store open, config loaded, socket bound.
 pub struct Controller {
     listener: TcpListener,
+    /// Registered at start, so a SIGHUP right after the readiness line reloads.
+    #[cfg(unix)]
+    hangups: Option<tokio::signal::unix::Signal>,
     state: AppState,
     stop: tokio::sync::watch::Sender<bool>,
     apps_path: PathBuf,
@@ -124,8 +127,18 @@ impl Controller {
             live: live::Live::default(),
             stopping,
         };
+        #[cfg(unix)]
+        let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; apps.yaml reload disabled");
+                None
+            }
+        };
         Ok(Controller {
             listener,
+            #[cfg(unix)]
+            hangups,
             state,
             stop,
             apps_path: settings.apps,
@@ -153,12 +166,15 @@ impl Controller {
             stopping.clone(),
         ));
         #[cfg(unix)]
-        tokio::spawn(reload_on_sighup(
-            self.state.apps.clone(),
-            self.apps_path.clone(),
-            self.apps_required,
-            stopping,
-        ));
+        if let Some(hangups) = self.hangups {
+            tokio::spawn(reload_on_sighup(
+                hangups,
+                self.state.apps.clone(),
+                self.apps_path.clone(),
+                self.apps_required,
+                stopping,
+            ));
+        }
         let app = routes::router(self.state.clone());
         let stop = self.stop;
         let served = axum::serve(self.listener, app)
@@ -175,19 +191,12 @@ impl Controller {
 /// Reloads apps.yaml on SIGHUP; an invalid file keeps the running config.
 #[cfg(unix)]
 async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
     apps: Arc<AppsHandle>,
     path: PathBuf,
     required: bool,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGHUP; apps.yaml reload disabled");
-            return;
-        }
-    };
     loop {
         tokio::select! {
             _ = hangups.recv() => {}

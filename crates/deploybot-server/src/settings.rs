@@ -174,10 +174,10 @@ listen = "{DEFAULT_LISTEN}"
 #                                                       env: DEPLOYBOT_DATA_DIR   flag: --data-dir
 data_dir = "{DEFAULT_DATA_DIR}"
 
-# apps.yaml: which repository deploys to which hosts, and how.
-# When this is not set and ./apps.yaml does not exist, the controller starts with no apps.
-#                                                       env: DEPLOYBOT_APPS   flag: --apps
-apps = "{DEFAULT_APPS}"
+# apps.yaml: which repository deploys to which hosts, and how. Default: ./{DEFAULT_APPS},
+# and when that does not exist the controller starts with no apps. Once set,
+# the file must exist.                                  env: DEPLOYBOT_APPS   flag: --apps
+# apps = "/etc/deploybot/apps.yaml"
 
 # Database URL. Default: sqlite://<data_dir>/{DATABASE_FILE}
 #                                                       env: DEPLOYBOT_DATABASE_URL   flag: --database-url

@@ -3,7 +3,11 @@
 //! Thin by design: parse arguments, set up logging, call into the library
 //! crates.
 
+mod agent;
+mod dev;
+mod logging;
 mod server;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +33,13 @@ enum Command {
         deploybot server --config /etc/deploybot/server.toml\n\n\
         SIGHUP reloads apps.yaml; an invalid file keeps the running config.")]
     Server(server::ServerArgs),
+    /// Run the agent of this host: take its jobs, run them, stream their output.
+    #[command(after_help = "Examples:\n  \
+        deploybot agent --controller http://deploy.internal:8080\n  \
+        DEPLOYBOT_HOSTNAME=web-01 deploybot agent --state-dir /var/lib/deploybot-agent")]
+    Agent(agent::AgentArgs),
+    /// Try DeployBot on this machine: controller, local agent and a demo app.
+    Dev(dev::DevArgs),
     /// Inspect and validate configuration files.
     Config {
         #[command(subcommand)]
@@ -52,6 +63,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
                 print!("{}", deploybot_server::settings::example_config());
@@ -63,10 +76,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: our error types already put
+/// their cause in their message, `anyhow` contexts do not.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 fn check_apps(file: &std::path::Path) -> anyhow::Result<()> {

@@ -29,9 +29,15 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// An agent silent this long is offline [default: 60s].
+    /// An agent silent this long is offline and loses its job [default: 60s].
     #[arg(long, env = "DEPLOYBOT_LEASE_TIMEOUT", value_name = "DURATION")]
     lease_timeout: Option<String>,
+    /// Keep the logs of the newest N jobs of each app [default: 50].
+    #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_JOBS", value_name = "N")]
+    log_retention_jobs: Option<u32>,
+    /// Keep the logs of jobs that finished within D days [default: 14].
+    #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_DAYS", value_name = "D")]
+    log_retention_days: Option<u32>,
 }
 
 /// The webhook secret comes from the environment only (a flag would show in
@@ -43,66 +49,42 @@ fn webhook_secret_from_env() -> Option<Secret> {
         .map(Secret::new)
 }
 
-pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    init_logging();
-    let file = match &args.config {
-        Some(path) => SettingsLayer::from_file(path)?,
-        None => SettingsLayer::default(),
-    };
-    let overrides = SettingsLayer {
-        listen: args.listen,
-        data_dir: args.data_dir,
-        apps: args.apps,
-        database_url: args.database_url,
-        webhook_secret: webhook_secret_from_env(),
-        lease_timeout: args.lease_timeout,
-    };
-    let settings = Settings::resolve(overrides.over(file))?;
-    tracing::debug!(?settings, "settings");
+impl ServerArgs {
+    /// The settings these flags, the environment and the config file make.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => SettingsLayer::from_file(path)?,
+            None => SettingsLayer::default(),
+        };
+        let overrides = SettingsLayer {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            apps: self.apps,
+            database_url: self.database_url,
+            webhook_secret: webhook_secret_from_env(),
+            lease_timeout: self.lease_timeout,
+            log_retention_jobs: self.log_retention_jobs,
+            log_retention_days: self.log_retention_days,
+        };
+        Ok(Settings::resolve(overrides.over(file))?)
+    }
+}
 
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    crate::logging::init();
+    let settings = args.resolve()?;
+    tracing::debug!(?settings, "settings");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let controller = Controller::start(settings).await?;
+        let shutdown = crate::signals::shutdown();
         let addr = controller.local_addr()?;
         tracing::info!("listening on http://{addr}");
-        controller.run(shutdown_signal()).await?;
+        controller.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

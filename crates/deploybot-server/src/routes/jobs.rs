@@ -246,6 +246,9 @@ pub async fn report_status(
         tracing::info!(job = %id, status = %status, "job finished");
         if let Some(job) = state.store.job(id.clone()).await? {
             state.live.job_changed(&job);
+            // The host is free: a long-poll of its agent held meanwhile can
+            // take the next pending job now instead of at the end of its wait.
+            state.dispatch.job_enqueued(&job.host);
         }
     }
     Ok(Json(UpdateJobStatusResponse {

@@ -1,0 +1,27 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Why [`run`](crate::run) gave up.
+///
+/// Only mistakes a person has to fix end the agent: an unreachable or failing
+/// controller is retried for as long as it takes, so it never shows up here.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The controller URL cannot be a base for API paths (e.g. `mailto:`).
+    #[error("controller URL {url:?} cannot be used: {why}")]
+    InvalidController { url: String, why: &'static str },
+    /// The HTTP client could not be built (e.g. no usable TLS backend).
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The controller refused to register this agent (4xx): retrying with the
+    /// same hostname and capabilities would be refused again.
+    #[error("the controller refused to register this agent ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// The state directory or the identity file in it could not be written.
+    #[error("cannot write the agent identity {}: {source}", path.display())]
+    Identity {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

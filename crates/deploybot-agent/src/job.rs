@@ -1,0 +1,210 @@
+//! One job, from hand-out to report, in its own task.
+//!
+//! The heartbeat loop keeps running beside it (that is what keeps the lease
+//! alive) and talks to it only through [`RunningJob::stop`].
+
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use deploybot_wire::{Job, JobStatus, LogStream, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::Client;
+use crate::output::{self, RawLine};
+use crate::redact::Redactor;
+use crate::report::{Outcome, exited, human, report, with_tail};
+use crate::runner::{self, Spawned};
+use crate::uploader::{Delivery, Uploader};
+
+/// After the command and its group are gone, how long to wait for the output
+/// pipes to close. Only a process that left the group (`setsid`) can hold
+/// them longer; we stop reading rather than hang.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines in flight between the pipe readers and the collector.
+const LINE_CHANNEL: usize = 1024;
+
+/// Why the agent stops a job that is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// The controller listed the job in a heartbeat's `cancel`.
+    Cancel,
+    /// The agent is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// What every job of this agent shares.
+#[derive(Debug, Clone)]
+pub(crate) struct JobSettings {
+    pub(crate) client: Client,
+    pub(crate) agent_id: String,
+    pub(crate) kill_grace: Duration,
+}
+
+/// A job running in its own task.
+pub(crate) struct RunningJob {
+    pub(crate) id: String,
+    stop: watch::Sender<Option<StopReason>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningJob {
+    pub(crate) fn start(settings: JobSettings, job: Job) -> Self {
+        let (stop, stop_rx) = watch::channel(None);
+        let id = job.id.clone();
+        let task = tokio::spawn(run(settings, job, stop_rx));
+        RunningJob { id, stop, task }
+    }
+
+    /// Asks the job to stop; the first reason given wins. `false` when it
+    /// had been asked already.
+    pub(crate) fn stop(&self, reason: StopReason) -> bool {
+        self.stop.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        })
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until the job is reported (or dropped). Call it once: the job
+    /// is spent afterwards.
+    pub(crate) async fn finished(&mut self) {
+        if let Err(err) = (&mut self.task).await {
+            tracing::error!(job = %self.id, error = %err, "the job's task failed");
+        }
+    }
+}
+
+#[tracing::instrument(name = "job", skip_all, fields(job = %job.id, app = %job.app))]
+async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<StopReason>>) {
+    tracing::info!(command = ?job.deploy.command, "deploy starting");
+    let redactor = Redactor::from_env_and(&job.deploy.env);
+    let mut uploader = Uploader::start(
+        settings.client.clone(),
+        job.id.clone(),
+        job.lease,
+        settings.agent_id.clone(),
+    );
+    let outcome = match runner::spawn(&job) {
+        Ok(spawned) => {
+            supervise(spawned, &job, &settings, redactor, &mut uploader, &mut stop).await
+        }
+        Err(message) => {
+            let message = redactor.redact(&message);
+            // Also in the log, so someone reading only the output sees why.
+            uploader.sink().push(RawLine {
+                stream: LogStream::Stderr,
+                at: Timestamp::now_utc(),
+                text: format!("[deploybot agent] {message}"),
+            });
+            Some(Outcome::failed(None, message))
+        }
+    };
+    // The report comes after the last line is stored, so whoever sees the
+    // final status can read the whole log.
+    let delivery = uploader.finish().await;
+    match outcome {
+        Some(outcome) if delivery == Delivery::Complete => {
+            report(&settings, &job.id, job.lease, outcome).await;
+        }
+        _ => tracing::warn!("the controller took the job away; not reporting it"),
+    }
+}
+
+enum Ending {
+    Exited(io::Result<ExitStatus>),
+    TimedOut,
+    Stopped(StopReason),
+    LeaseLost,
+}
+
+/// Runs the started command to its end; `None` when the job was taken away.
+async fn supervise(
+    spawned: Spawned,
+    job: &Job,
+    settings: &JobSettings,
+    redactor: Redactor,
+    uploader: &mut Uploader,
+    stop: &mut watch::Receiver<Option<StopReason>>,
+) -> Option<Outcome> {
+    let Spawned {
+        mut child,
+        pgid,
+        stdout,
+        stderr,
+    } = spawned;
+    let (tx, rx) = mpsc::channel(LINE_CHANNEL);
+    let mut readers = JoinSet::new();
+    readers.spawn(output::read_lines(stdout, LogStream::Stdout, tx.clone()));
+    readers.spawn(output::read_lines(stderr, LogStream::Stderr, tx));
+    let collector = tokio::spawn(output::collect(rx, redactor, uploader.sink()));
+
+    let timeout = Duration::from_secs(job.deploy.timeout_secs);
+    let ending = tokio::select! {
+        status = child.wait() => Ending::Exited(status),
+        () = tokio::time::sleep(timeout) => Ending::TimedOut,
+        reason = stop_requested(stop) => Ending::Stopped(reason),
+        () = uploader.lease_lost() => Ending::LeaseLost,
+    };
+    let status = match &ending {
+        Ending::Exited(_) => None,
+        _ => Some(runner::terminate(&mut child, pgid, settings.kill_grace).await),
+    };
+    // Whatever the command left behind in its group would otherwise hold
+    // our pipes open (and run on, unsupervised).
+    runner::signal_group(pgid, libc::SIGKILL);
+    if tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("output pipes still open after the deploy ended; stopped reading them");
+        readers.shutdown().await;
+    }
+    let tail = collector.await.unwrap_or_default();
+
+    let code = |status: &Option<io::Result<ExitStatus>>| {
+        status
+            .as_ref()
+            .and_then(|s| s.as_ref().ok())
+            .and_then(ExitStatus::code)
+    };
+    let outcome = match ending {
+        Ending::Exited(Ok(status)) => exited(status, &tail),
+        Ending::Exited(Err(err)) => Outcome::failed(
+            None,
+            with_tail(format!("cannot wait for the deploy command: {err}"), &tail),
+        ),
+        Ending::TimedOut => Outcome::failed(
+            code(&status),
+            with_tail(format!("timed out after {}", human(timeout)), &tail),
+        ),
+        Ending::Stopped(StopReason::Cancel) => Outcome {
+            status: JobStatus::Cancelled,
+            exit_code: code(&status),
+            error: None,
+        },
+        Ending::Stopped(StopReason::Shutdown) => Outcome::failed(
+            code(&status),
+            with_tail("agent shut down".to_owned(), &tail),
+        ),
+        Ending::LeaseLost => return None,
+    };
+    Some(outcome)
+}
+
+async fn stop_requested(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
+    match stop.wait_for(Option::is_some).await {
+        Ok(reason) => reason.unwrap_or(StopReason::Shutdown),
+        // The agent loop is gone: nobody will heartbeat for this job.
+        Err(_) => StopReason::Shutdown,
+    }
+}

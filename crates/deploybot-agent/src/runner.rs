@@ -1,0 +1,146 @@
+//! Starting a deploy command and stopping its whole process group.
+//!
+//! The command is started directly (argv, no shell), so nothing from a push
+//! (a branch name, a commit message) is ever parsed as shell syntax: the
+//! job's fields reach the command only as `DEPLOYBOT_*` environment
+//! variables. The child leads a new process group, so everything it starts
+//! can be signalled at once: a deploy script's `sleep &` or a forgotten
+//! server must not outlive a timeout or keep our output pipes open.
+
+use std::io;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use deploybot_wire::{Job, job_env};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+/// A started deploy command.
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    /// The child's pid, which is also its process group id.
+    pub(crate) pgid: i32,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+/// Starts the job's command; the error is a sentence for the job's report.
+pub(crate) fn spawn(job: &Job) -> Result<Spawned, String> {
+    let deploy = &job.deploy;
+    let Some((program, args)) = deploy.command.split_first() else {
+        return Err("the deploy command is empty".to_owned());
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(&deploy.env)
+        // After `deploy.env`, so a job's configuration cannot fake them.
+        .env(job_env::JOB_ID, &job.id)
+        .env(job_env::APP, &job.app)
+        .env(job_env::REPO, &job.repo)
+        .env(job_env::REF, &job.git_ref)
+        .env(job_env::SHA, job.sha.as_deref().unwrap_or(""))
+        .env(job_env::HOST, &job.host)
+        .env(job_env::ATTEMPT, job.attempt.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // Only a backstop should the job's task be dropped: normally the
+        // group is killed explicitly.
+        .kill_on_drop(true);
+    if let Some(workdir) = &deploy.workdir {
+        // Checked first: exec's ENOENT would blame the program instead.
+        match std::fs::metadata(workdir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "cannot start {program}: working directory {workdir} is not a directory"
+                ));
+            }
+            Err(err) => {
+                return Err(format!(
+                    "cannot start {program}: working directory {workdir}: {}",
+                    os_message(&err)
+                ));
+            }
+        }
+        command.current_dir(Path::new(workdir));
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|err| format!("cannot start {program}: {}", os_message(&err)))?;
+    let pid = child.id().and_then(|pid| i32::try_from(pid).ok());
+    let (Some(pgid), Some(stdout), Some(stderr)) = (pid, child.stdout.take(), child.stderr.take())
+    else {
+        // Not reachable with the settings above; the child dies with `child`.
+        return Err(format!("cannot start {program}: no pid or pipes"));
+    };
+    Ok(Spawned {
+        child,
+        pgid,
+        stdout,
+        stderr,
+    })
+}
+
+/// `No such file or directory` rather than `No such file or directory (os error 2)`.
+fn os_message(err: &io::Error) -> String {
+    let text = err.to_string();
+    match err.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .unwrap_or(&text)
+            .to_owned(),
+        None => text,
+    }
+}
+
+/// Sends `signal` to every process in the group. A group that is already
+/// empty is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: libc::c_int) {
+    // kill(0) would signal our own group and kill(-1) every process we may
+    // signal: never let a bad pgid get there.
+    if pgid <= 1 {
+        tracing::error!(pgid, "refusing to signal a process group id <= 1");
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+    // addresses the process group.
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(pgid, signal, error = %err, "cannot signal the deploy's process group");
+        }
+    }
+}
+
+/// SIGTERM to the group, up to `grace` for the command to exit, then
+/// SIGKILL. Returns the command's exit status.
+pub(crate) async fn terminate(
+    child: &mut Child,
+    pgid: i32,
+    grace: Duration,
+) -> io::Result<ExitStatus> {
+    signal_group(pgid, libc::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_elapsed) => {
+            signal_group(pgid, libc::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_like_sentences() {
+        let err = io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(os_message(&err), "No such file or directory");
+        assert_eq!(os_message(&io::Error::other("plain")), "plain");
+    }
+}

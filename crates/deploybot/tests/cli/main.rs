@@ -1,0 +1,15 @@
+//! End-to-end tests of the `deploybot` binary: every test runs the real
+//! executable (`CARGO_BIN_EXE_deploybot`) as a child process, in its own
+//! temporary directory, and talks to it only through its arguments,
+//! environment, signals, stdout/stderr and HTTP.
+//!
+//! Readiness is the `listening on http://…` log line; nothing sleeps for a
+//! condition it can wait on.
+
+mod common;
+mod config_commands;
+mod durability;
+mod help;
+mod settings;
+mod signals;
+mod webhook_secret;
