@@ -28,7 +28,6 @@ const DUPLICATE_NAME_YAML: &str = r#"apps:
       command: [./deploy.sh]
 "#;
 
-
 fn check(dir: &Path, file: &str) -> crate::common::Finished {
     let mut cmd = deploybot(dir);
     cmd.args(["config", "check", file]);
