@@ -12,11 +12,20 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn post(path: &str, body: String) -> Self {
+    pub fn new(method: hyper::Method, path: &str, body: String) -> Self {
         let mut inner = hyper::Request::new(Full::new(Bytes::from(body)));
-        *inner.method_mut() = hyper::Method::POST;
+        *inner.method_mut() = method;
         *inner.uri_mut() = path.parse().unwrap_or_default();
         Request { inner }
+    }
+
+    pub fn post(path: &str, body: String) -> Self {
+        Self::new(hyper::Method::POST, path, body)
+    }
+
+    /// A JSON request.
+    pub fn json(method: hyper::Method, path: &str, body: &serde_json::Value) -> Self {
+        Self::new(method, path, body.to_string()).header("content-type", "application/json")
     }
 
     pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
@@ -45,7 +54,18 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole answer: (status, body).
-    pub async fn send(&mut self, mut request: Request) -> anyhow::Result<(u16, Bytes)> {
+    pub async fn send(&mut self, request: Request) -> anyhow::Result<(u16, Bytes)> {
+        let response = self.send_streaming(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one request and returns the answer with its body unread (streams).
+    pub async fn send_streaming(
+        &mut self,
+        mut request: Request,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         if let Ok(host) = self.host.parse() {
             request
                 .inner
@@ -53,9 +73,6 @@ impl Connection {
                 .insert(hyper::header::HOST, host);
         }
         self.sender.ready().await?;
-        let response = self.sender.send_request(request.inner).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        Ok(self.sender.send_request(request.inner).await?)
     }
 }

@@ -5,7 +5,10 @@
 //! throughput and latency percentiles next to the disk's fsync latency.
 
 mod client;
+mod dispatch;
 mod fsync;
+mod idle;
+mod logs;
 mod stats;
 
 use std::path::PathBuf;
@@ -55,6 +58,43 @@ enum Load {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
     },
+    /// Dispatch latency: agents long-poll; each push queues a job per agent;
+    /// measures the time from the push's 2xx to each agent holding its job.
+    Dispatch {
+        #[arg(long, env = "DEPLOYBOT_WEBHOOK_SECRET")]
+        secret: String,
+        /// Long-polling agents (hostnames bench-agent-N; the app must list them).
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        /// Pushes, one after the other.
+        #[arg(long, default_value_t = 50)]
+        pushes: usize,
+        #[arg(long, default_value = "acme/fleet")]
+        repo: String,
+    },
+    /// Log ingest: one running job per agent, each uploading batches, with an
+    /// SSE subscriber measuring how soon lines show up.
+    Logs {
+        #[arg(long, env = "DEPLOYBOT_WEBHOOK_SECRET")]
+        secret: String,
+        /// Running jobs (agents bench-agent-N; the app must list them).
+        #[arg(long, default_value_t = 100)]
+        jobs: usize,
+        /// Lines per upload.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Total lines per second to offer (0: as fast as the controller takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value = "acme/fleet")]
+        repo: String,
+    },
+    /// Holds many idle long-polls open for `--duration` (memory benchmark).
+    Idle {
+        /// Agents to register and long-poll with (hostnames idle-agent-N).
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+    },
 }
 
 fn humantime_secs(text: &str) -> Result<Duration, String> {
@@ -88,27 +128,33 @@ async fn main() -> anyhow::Result<()> {
                 move || {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let sha = format!("{:040x}", (u128::from(n) << 20) ^ 0x5eed);
-                    let body = serde_json::json!({
-                        "ref": git_ref,
-                        "after": sha,
-                        "repository": {"full_name": repo},
-                        "pusher": {"name": "loadgen"},
-                        "head_commit": {"message": format!("commit {n}")},
-                    })
-                    .to_string();
-                    let signature =
-                        deploybot_wire::signature::sign(secret.as_bytes(), body.as_bytes());
-                    client::Request::post("/v1/webhooks/github", body)
-                        .header("content-type", "application/json")
-                        .header("x-github-event", "push")
-                        .header("x-github-delivery", format!("loadgen-{n}-{sha}"))
-                        .header("x-hub-signature-256", signature)
+                    signed_push(
+                        &secret,
+                        &repo,
+                        &git_ref,
+                        &sha,
+                        &format!("loadgen-{n}-{sha}"),
+                    )
                 }
             };
             run("webhooks", &cli.addr, cli.connections, cli.duration, make).await
         }
+        Load::Dispatch {
+            secret,
+            agents,
+            pushes,
+            repo,
+        } => dispatch::run(&cli.addr, &secret, agents, pushes, &repo).await,
+        Load::Logs {
+            secret,
+            jobs,
+            batch,
+            rate,
+            repo,
+        } => logs::run(&cli.addr, &secret, jobs, batch, rate, &repo, cli.duration).await,
+        Load::Idle { agents } => idle::run(&cli.addr, agents, cli.duration).await,
         Load::Heartbeats { agents } => {
-            let ids = Arc::new(register_agents(&cli.addr, agents).await?);
+            let ids = Arc::new(register_agents(&cli.addr, "bench-agent", agents).await?);
             let make = move |conn: usize| {
                 let ids = ids.clone();
                 let mut next = conn;
@@ -126,25 +172,69 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn register_agents(addr: &str, count: usize) -> anyhow::Result<Vec<String>> {
-    let mut conn = Connection::open(addr).await?;
-    let mut ids = Vec::with_capacity(count);
-    for i in 0..count {
-        let body = format!(r#"{{"hostname":"bench-agent-{i}","capabilities":[]}}"#);
-        let request = client::Request::post("/v1/agents/register", body)
-            .header("content-type", "application/json");
-        let (status, body) = conn.send(request).await?;
-        if status != 200 {
-            bail!(
-                "registering agent {i}: HTTP {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+/// Registers `count` agents named `{prefix}-{i}` over 64 connections; their ids, in order.
+pub async fn register_agents(
+    addr: &str,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let workers = count.clamp(1, 64);
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (addr, prefix) = (addr.to_owned(), prefix.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&addr).await?;
+            let mut ids = Vec::new();
+            for i in (w..count).step_by(workers) {
+                let request = client::Request::json(
+                    hyper::Method::POST,
+                    "/v1/agents/register",
+                    &serde_json::json!({"hostname": format!("{prefix}-{i}")}),
+                );
+                let (status, body) = conn.send(request).await?;
+                if status != 200 {
+                    bail!(
+                        "registering agent {i}: HTTP {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                let agent: serde_json::Value = serde_json::from_slice(&body)?;
+                let id = agent["id"].as_str().context("registration without id")?;
+                ids.push((i, id.to_owned()));
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = vec![String::new(); count];
+    for task in tasks {
+        for (i, id) in task.await?? {
+            ids[i] = id;
         }
-        let agent: serde_json::Value = serde_json::from_slice(&body)?;
-        let id = agent["id"].as_str().context("registration without id")?;
-        ids.push(id.to_owned());
     }
     Ok(ids)
+}
+
+/// A signed push of `sha` to `repo`'s main branch.
+pub fn signed_push(
+    secret: &str,
+    repo: &str,
+    git_ref: &str,
+    sha: &str,
+    delivery: &str,
+) -> client::Request {
+    let body = serde_json::json!({
+        "ref": git_ref,
+        "after": sha,
+        "repository": {"full_name": repo},
+        "pusher": {"name": "loadgen"},
+    })
+    .to_string();
+    let signature = deploybot_wire::signature::sign(secret.as_bytes(), body.as_bytes());
+    client::Request::post("/v1/webhooks/github", body)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
 }
 
 /// Runs `connections` loops sending requests built by `make(connection)`

@@ -1,21 +1,14 @@
-//! Live events for SSE subscribers: log lines as they are committed, and
-//! job status changes. A broadcast only: a subscriber that falls behind
-//! catches up from the database.
+//! Job status changes for SSE subscribers. (Log lines come from the store's
+//! own feed, in commit order.) A broadcast only: nobody listening is fine.
 
 use std::sync::Arc;
 
-use deploybot_wire::{Job, JobStatus, LogEntry};
+use deploybot_wire::{Job, JobStatus};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// Events buffered for slow subscribers before they must catch up from the database.
-const CAPACITY: usize = 16 * 1024;
-
-#[derive(Debug, Clone)]
-pub enum LiveEvent {
-    Log(LogEntry),
-    Status(StatusEvent),
-}
+/// Events buffered for slow subscribers; one that lags skips the oldest.
+const CAPACITY: usize = 4096;
 
 /// `event: status` on the stream: a job changed state.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +36,7 @@ impl From<&Job> for StatusEvent {
 
 #[derive(Debug, Clone)]
 pub struct Live {
-    sender: broadcast::Sender<Arc<LiveEvent>>,
+    sender: broadcast::Sender<Arc<StatusEvent>>,
 }
 
 impl Default for Live {
@@ -55,16 +48,12 @@ impl Default for Live {
 }
 
 impl Live {
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StatusEvent>> {
         self.sender.subscribe()
     }
 
-    pub fn publish(&self, event: LiveEvent) {
-        // No subscriber is fine: nobody is watching.
-        let _ = self.sender.send(Arc::new(event));
-    }
-
     pub fn job_changed(&self, job: &Job) {
-        self.publish(LiveEvent::Status(StatusEvent::from(job)));
+        // No subscriber is fine: nobody is watching.
+        let _ = self.sender.send(Arc::new(StatusEvent::from(job)));
     }
 }

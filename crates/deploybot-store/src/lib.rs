@@ -274,6 +274,11 @@ pub trait Store: Send + Sync + 'static {
         lines: Vec<LogLine>,
     ) -> Result<AppendedLogs, StoreError>;
 
+    /// Every log line committed from now on, in commit order (so in id
+    /// order), in the batches they were appended in. A receiver that lags
+    /// catches up with [`logs_since`](Store::logs_since).
+    fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>>;
+
     /// A job's lines after line `after`.
     async fn job_logs(
         &self,

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::live::{LiveEvent, StatusEvent};
+use crate::live::StatusEvent;
 use crate::state::AppState;
 
 /// Most lines one upload may carry.
@@ -71,12 +71,8 @@ pub async fn append(
         .store
         .append_logs(id, request.agent_id, request.lease, request.lines)
         .await?;
-    let accepted = appended.entries.len() as u64;
-    for entry in appended.entries {
-        state.live.publish(LiveEvent::Log(entry));
-    }
     Ok(Json(AppendLogsResponse {
-        accepted,
+        accepted: appended.entries.len() as u64,
         duplicates: appended.duplicates,
     }))
 }
@@ -188,7 +184,10 @@ pub async fn stream(
         None => query.after,
     };
     // Subscribe before reading the database, so no line falls in between.
-    let live = state.live.subscribe();
+    let feeds = Feeds {
+        logs: state.store.log_feed(),
+        statuses: state.live.subscribe(),
+    };
     let start = match (resume, &query.job_id) {
         (Some(after), _) => after,
         (None, Some(_)) => 0,
@@ -200,7 +199,7 @@ pub async fn stream(
         return Err(ApiError::not_found(format!("job {job_id} not found")));
     }
     let (events, queue) = mpsc::channel(CLIENT_QUEUE);
-    tokio::spawn(feed(state, query, start, live, events));
+    tokio::spawn(feed(state, query, start, feeds, events));
     let stream = futures_util::stream::unfold(queue, |mut queue| async move {
         queue.recv().await.map(|event| (Ok(event), queue))
     });
@@ -222,14 +221,21 @@ fn status_event(status: &StatusEvent) -> Event {
         .unwrap_or_else(|_| Event::default().comment("unencodable status"))
 }
 
+/// The live sources of a stream.
+struct Feeds {
+    /// Committed log lines, in id order.
+    logs: broadcast::Receiver<Arc<[LogEntry]>>,
+    statuses: broadcast::Receiver<Arc<StatusEvent>>,
+}
+
 /// Feeds one SSE client: catch up from the database, then follow the live
-/// broadcast; after falling behind, catch up from the database again.
-/// Ends when the client goes away or the controller stops.
+/// feed; after falling behind, catch up from the database again. Ends when
+/// the client goes away or the controller stops.
 async fn feed(
     state: AppState,
     query: StreamQuery,
     mut last: i64,
-    mut live: broadcast::Receiver<Arc<LiveEvent>>,
+    mut feeds: Feeds,
     events: mpsc::Sender<Event>,
 ) {
     let filter = query.filter();
@@ -269,36 +275,39 @@ async fn feed(
             return;
         }
         loop {
-            let event = tokio::select! {
-                event = live.recv() => event,
-                _ = stopping.changed() => return,
-                _ = events.closed() => return,
-            };
-            match event {
-                Ok(event) => {
-                    let sent = match &*event {
-                        LiveEvent::Log(entry) => {
-                            if entry.id <= last
-                                || !query.matches(&entry.job_id, &entry.host, &entry.app)
-                            {
+            tokio::select! {
+                batch = feeds.logs.recv() => match batch {
+                    Ok(batch) => {
+                        for entry in batch.iter() {
+                            // Lines the catch-up already sent come again here.
+                            if entry.id <= last {
                                 continue;
                             }
                             last = entry.id;
-                            events.send(log_event(entry)).await
-                        }
-                        LiveEvent::Status(status) => {
-                            if !query.matches(&status.job_id, &status.host, &status.app) {
-                                continue;
+                            if query.matches(&entry.job_id, &entry.host, &entry.app)
+                                && events.send(log_event(entry)).await.is_err()
+                            {
+                                return;
                             }
-                            events.send(status_event(status)).await
                         }
-                    };
-                    if sent.is_err() {
-                        return;
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
-                Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                status = feeds.statuses.recv() => match status {
+                    Ok(status) => {
+                        if query.matches(&status.job_id, &status.host, &status.app)
+                            && events.send(status_event(&status)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Status events are not replayable; a lagging client misses some.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = stopping.changed() => return,
+                _ = events.closed() => return,
             }
         }
     }

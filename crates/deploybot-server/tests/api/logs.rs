@@ -254,3 +254,47 @@ async fn a_stream_for_an_unknown_job_is_404() {
     let response = app.get("/v1/logs/stream?job_id=nope").await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn concurrent_uploads_reach_a_subscriber_complete_and_in_id_order() {
+    let app = spawn_app().await;
+    let mut stream = SseReader::open(&app, "", None).await;
+    // Four hosts, one running job each, uploading at the same time.
+    let mut running = Vec::new();
+    for (repo, host) in [
+        ("acme/web", "web-01"),
+        ("acme/web", "web-02"),
+        ("acme/api", "api-01"),
+    ] {
+        let agent = app.register(host).await;
+        app.create_job_ok(repo, host, SHA_A).await;
+        running.push((
+            agent.id.clone(),
+            app.heartbeat_job(&agent.id).await.unwrap(),
+        ));
+    }
+    let uploads: Vec<_> = running
+        .iter()
+        .flat_map(|(agent, job)| {
+            (0..20u64).map(move |batch| (agent.clone(), job.clone(), batch))
+        })
+        .map(|(agent, job, batch)| {
+            let (client, url) = (app.client.clone(), app.url(&format!("/v1/jobs/{}/logs", job.id)));
+            tokio::spawn(async move {
+                let body = json!({"lease": job.lease, "agent_id": agent, "lines": lines(batch * 5 + 1..=batch * 5 + 5)});
+                client.post(url).json(&body).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    for upload in uploads {
+        assert_eq!(upload.await.unwrap(), StatusCode::OK);
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 3 * 20 * 5 {
+        ids.push(stream.next_log().await.id);
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids out of order: {ids:?}"
+    );
+}

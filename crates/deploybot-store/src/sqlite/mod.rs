@@ -17,6 +17,7 @@ mod schema;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploybot_wire::{Agent, Delivery, Job};
@@ -39,7 +40,11 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     writer: Writer,
     readers: ReadPool,
+    log_feed: tokio::sync::broadcast::Sender<Arc<[LogEntry]>>,
 }
+
+/// Log batches buffered for slow feed receivers (they catch up from the database).
+const LOG_FEED_CAPACITY: usize = 4096;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
@@ -100,6 +105,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             readers: ReadPool::new(readers),
+            log_feed: tokio::sync::broadcast::channel(LOG_FEED_CAPACITY).0,
         })
     }
 }
@@ -244,9 +250,22 @@ impl Store for SqliteStore {
         lease: Option<i64>,
         lines: Vec<LogLine>,
     ) -> Result<AppendedLogs, StoreError> {
+        let feed = self.log_feed.clone();
         self.writer
-            .write(move |conn| logs::append(conn, &job_id, agent_id.as_deref(), lease, &lines))
+            .write_then(
+                move |conn| logs::append(conn, &job_id, agent_id.as_deref(), lease, &lines),
+                move |appended: &AppendedLogs| {
+                    if !appended.entries.is_empty() {
+                        // No receiver is fine: nobody is watching.
+                        let _ = feed.send(appended.entries.clone().into());
+                    }
+                },
+            )
             .await
+    }
+
+    fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>> {
+        self.log_feed.subscribe()
     }
 
     async fn job_logs(

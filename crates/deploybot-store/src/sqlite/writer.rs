@@ -45,6 +45,19 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_then(f, |_| {}).await
+    }
+
+    /// [`write`](Self::write), and `committed` runs with the result once it
+    /// is durable, on the writer thread: successive writes see their
+    /// `committed` calls in commit order (which callers, woken in any order,
+    /// could not guarantee).
+    pub(super) async fn write_then<T, F, C>(&self, f: F, committed: C) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        C: FnOnce(&T) + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
             let result = f(conn);
@@ -57,6 +70,9 @@ impl Writer {
                     Ok(()) => result,
                     Err(err) => Err(err.clone()),
                 };
+                if let Ok(value) = &outcome {
+                    committed(value);
+                }
                 // The caller may have gone away (client disconnected); the
                 // write stands either way.
                 let _ = answer.send(outcome);
