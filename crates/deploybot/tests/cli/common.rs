@@ -8,7 +8,10 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use deploybot_wire::{Job, JobResponse, WebhookResponse, signature};
+use deploybot_wire::{
+    AgentStatus, DeliveryVerdict, HostInfo, HostsResponse, Job, JobResponse, JobStatus, LogEntry,
+    LogStream, WebhookResponse, signature,
+};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
@@ -409,9 +412,20 @@ impl Api {
         request.body(body)
     }
 
-    /// A push signed with [`SECRET`] that must be answered 200.
+    /// A push to acme/web signed with [`SECRET`] that must be answered 200.
     pub async fn push(&self, delivery_id: &str, git_ref: &str, sha: &str) -> WebhookResponse {
-        let body = push_body("acme/web", git_ref, sha);
+        self.push_repo(delivery_id, "acme/web", git_ref, sha).await
+    }
+
+    /// A push to `repo` signed with [`SECRET`] that must be answered 200.
+    pub async fn push_repo(
+        &self,
+        delivery_id: &str,
+        repo: &str,
+        git_ref: &str,
+        sha: &str,
+    ) -> WebhookResponse {
+        let body = push_body(repo, git_ref, sha);
         let response = self
             .push_request(Some(SECRET), delivery_id, body)
             .send()
@@ -470,4 +484,537 @@ pub async fn ok_text(response: reqwest::Response) -> String {
     let text = response.text().await.expect("body");
     assert_eq!(status, StatusCode::OK, "{url}: {text}");
     text
+}
+
+// ---------------------------------------------------------------------------
+// Controller + agent end to end: agents as child processes, deploy scripts,
+// the SSE log stream, waiting for jobs, and the processes a deploy leaves.
+
+/// `deploybot server` in `dir` listening on `listen` (`127.0.0.1:0` or a
+/// port from an earlier run), with `dir/apps.yaml`, `dir/data`, the test
+/// webhook secret and `--lease-timeout lease_timeout`.
+pub fn controller_command(dir: &Path, listen: &str, lease_timeout: &str) -> Command {
+    let mut cmd = deploybot(dir);
+    cmd.args(["server", "--listen", listen])
+        .args(["--apps", "apps.yaml", "--data-dir", "data"])
+        .args(["--lease-timeout", lease_timeout])
+        .env("DEPLOYBOT_WEBHOOK_SECRET", SECRET);
+    cmd
+}
+
+/// `deploybot agent` in `dir` for `hostname`, talking to `controller`
+/// (`http://127.0.0.1:PORT`), keeping its identity in `dir/agent-HOSTNAME`,
+/// with short kill and shutdown graces and a long-poll of `poll_wait`.
+pub fn agent_command(dir: &Path, controller: &str, hostname: &str, poll_wait: &str) -> Command {
+    let state_dir = dir.join(format!("agent-{hostname}"));
+    let mut cmd = deploybot(dir);
+    cmd.args(["agent", "--controller", controller, "--hostname", hostname])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--poll-wait", poll_wait])
+        .args(["--kill-grace", "1s", "--shutdown-grace", "5s"]);
+    cmd
+}
+
+/// A running `deploybot agent`, killed (SIGKILL) when dropped. A deploy it
+/// is running is then orphaned: tests that may drop an agent mid-deploy
+/// hold a [`GroupGuard`] for the deploy's process group.
+pub struct AgentProcess {
+    child: Child,
+    pub pid: u32,
+    /// Its stderr.
+    pub log: Log,
+    /// The id it registered under.
+    pub id: String,
+}
+
+impl AgentProcess {
+    /// Spawns `cmd` and waits for its `agent registered` line.
+    pub fn start(mut cmd: Command) -> AgentProcess {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn deploybot agent");
+        let log = Log::follow(child.stderr.take().expect("piped stderr"));
+        let pid = child.id();
+        let mut agent = AgentProcess {
+            child,
+            pid,
+            log,
+            id: String::new(),
+        };
+        let line = agent
+            .log
+            .wait_for(0, "agent registered", DEADLINE)
+            .unwrap_or_else(|err| panic!("deploybot agent did not register: {err}"));
+        agent.id = line
+            .split("agent=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no agent id in {line:?}"))
+            .to_owned();
+        agent
+    }
+
+    /// `true` while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub fn kill9(&mut self) {
+        send_signal(self.pid, "KILL");
+        self.child.wait().expect("wait for the killed agent");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Writes an executable `#!/bin/sh` script.
+pub fn write_script(path: impl AsRef<Path>, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path.as_ref();
+    write(path, &format!("#!/bin/sh\n{body}"));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|err| panic!("chmod {}: {err}", path.display()));
+}
+
+/// Shell that waits (at most 30 s, so nothing outlives a failed test for
+/// long) until the file `gate` exists: how a test holds a deploy mid-way.
+pub fn wait_for_file_sh(gate: &Path) -> String {
+    format!(
+        "i=0\nwhile [ ! -e {gate:?} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done\n",
+        gate = gate.display().to_string()
+    )
+}
+
+/// A pid a deploy script wrote to `path` with `echo $$ > path`.
+pub fn read_pid(path: impl AsRef<Path>) -> u32 {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|err| panic!("{}: {text:?}: {err}", path.display()))
+}
+
+/// `/proc/PID/stat`: the process's state letter and process group, or `None`
+/// when there is no such process.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// The process exists and is not a zombie (dead, waiting to be reaped).
+pub fn is_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// The live (not zombie) processes of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            proc_stat(pid)
+                .is_some_and(|(state, pgrp)| pgrp == pgid && !matches!(state, 'Z' | 'X' | 'x'))
+        })
+        .collect()
+}
+
+/// Waits (at most `timeout`) until none of `pids` is alive and group `pgid`
+/// is empty; `Err` names the survivors.
+pub async fn wait_gone(pids: &[u32], pgid: u32, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&p| is_alive(p)).collect();
+        let group = group_members(pgid);
+        if alive.is_empty() && group.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "still alive after {timeout:?}: pids {alive:?}, process group {pgid}: {group:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILLs a deploy's process group when dropped, so a deploy the test
+/// orphaned (or a failed test left running) does not outlive the test.
+pub struct GroupGuard(pub u32);
+
+impl GroupGuard {
+    pub fn kill(&self) {
+        // The group may be gone already: ignore the answer.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every file and directory under `dir` whose name contains `needle`.
+pub fn find_named(dir: &Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains(needle) {
+                found.push(path.clone());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The port of `http://127.0.0.1:PORT`.
+pub fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address:?}"))
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// An open `text/event-stream`, read chunk by chunk and split into events at
+/// blank lines.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    pub async fn open(api: &Api, path: &str) -> EventStream {
+        let response = api
+            .client
+            .get(api.url(path))
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"));
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "GET {path}: content type {content_type:?}"
+        );
+        EventStream {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event (comments such as keep-alives are skipped); `Err` when
+    /// the stream ends or `deadline` passes first.
+    pub async fn next(&mut self, deadline: tokio::time::Instant) -> Result<SseEvent, String> {
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&String::from_utf8_lossy(&block)) {
+                    return Ok(event);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return Err("timed out waiting for an event".to_owned()),
+                Ok(Err(err)) => return Err(format!("reading the stream: {err}")),
+                Ok(Ok(None)) => return Err("the stream ended".to_owned()),
+                Ok(Ok(Some(chunk))) => {
+                    self.buffer.extend(chunk.iter().filter(|&&b| b != b'\r'));
+                }
+            }
+        }
+    }
+}
+
+/// `None` for a block of comments only.
+fn parse_event(block: &str) -> Option<SseEvent> {
+    let mut event = String::new();
+    let mut id = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = value.to_owned(),
+            "id" => id = Some(value.to_owned()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    if event.is_empty() && data.is_empty() {
+        return None;
+    }
+    if event.is_empty() {
+        event = "message".to_owned();
+    }
+    Some(SseEvent {
+        event,
+        id,
+        data: data.join("\n"),
+    })
+}
+
+/// `GET /v1/logs/stream?job_id=ID`, remembering every event seen, so a wait
+/// for a line does not lose a status event read meanwhile and vice versa.
+pub struct JobStream {
+    pub job_id: String,
+    events: EventStream,
+    /// The `log` events so far, in stream order, with their SSE ids.
+    pub lines: Vec<(Option<String>, LogEntry)>,
+    /// The `status` events so far (`{job_id, status, exit_code, error, …}`).
+    pub statuses: Vec<serde_json::Value>,
+    /// How many lines had arrived when the first final status did.
+    pub lines_at_final: Option<usize>,
+}
+
+impl JobStream {
+    pub async fn open(api: &Api, job_id: &str) -> JobStream {
+        JobStream {
+            job_id: job_id.to_owned(),
+            events: EventStream::open(api, &format!("/v1/logs/stream?job_id={job_id}")).await,
+            lines: Vec::new(),
+            statuses: Vec::new(),
+            lines_at_final: None,
+        }
+    }
+
+    /// Reads one more event into `lines` or `statuses`.
+    async fn read_one(&mut self, deadline: tokio::time::Instant) -> Result<(), String> {
+        let event = self.events.next(deadline).await?;
+        match event.event.as_str() {
+            "log" => {
+                let entry: LogEntry = serde_json::from_str(&event.data)
+                    .unwrap_or_else(|err| panic!("not a LogEntry: {err}: {}", event.data));
+                assert_eq!(
+                    entry.job_id, self.job_id,
+                    "a line of another job: {entry:?}"
+                );
+                self.lines.push((event.id, entry));
+            }
+            "status" => {
+                let status: serde_json::Value = serde_json::from_str(&event.data)
+                    .unwrap_or_else(|err| panic!("not JSON: {err}: {}", event.data));
+                assert_eq!(status["job_id"], self.job_id.as_str(), "{status}");
+                if self.lines_at_final.is_none() && is_final(&status) {
+                    self.lines_at_final = Some(self.lines.len());
+                }
+                self.statuses.push(status);
+            }
+            other => panic!("unexpected event {other:?}: {event:?}"),
+        }
+        Ok(())
+    }
+
+    fn seen(&self) -> String {
+        let lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|(_, l)| format!("{} {} {}", l.line, l.stream.as_str(), l.text))
+            .collect();
+        format!(
+            "lines:\n{}\nstatuses: {:?}",
+            lines.join("\n"),
+            self.statuses
+        )
+    }
+
+    /// Waits (at most [`DEADLINE`]) for a log line whose text contains `needle`.
+    pub async fn wait_for_line(&mut self, needle: &str) -> LogEntry {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some((_, entry)) = self.lines.iter().find(|(_, l)| l.text.contains(needle)) {
+                return entry.clone();
+            }
+            if let Err(err) = self.read_one(deadline).await {
+                panic!(
+                    "job {}: no line containing {needle:?}: {err}\n{}",
+                    self.job_id,
+                    self.seen()
+                );
+            }
+        }
+    }
+
+    /// Waits (at most [`DEADLINE`]) for a status event with a final status,
+    /// and returns it.
+    pub async fn wait_for_final(&mut self) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.statuses.iter().find(|s| is_final(s)) {
+                return status.clone();
+            }
+            if let Err(err) = self.read_one(deadline).await {
+                panic!(
+                    "job {}: no final status event: {err}\n{}",
+                    self.job_id,
+                    self.seen()
+                );
+            }
+        }
+    }
+
+    /// The texts of the lines of one stream, in order.
+    pub fn texts(&self, stream: LogStream) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|(_, l)| l.stream == stream)
+            .map(|(_, l)| l.text.as_str())
+            .collect()
+    }
+}
+
+/// A `status` event with a final status.
+fn is_final(status: &serde_json::Value) -> bool {
+    status["status"]
+        .as_str()
+        .and_then(|s| s.parse::<JobStatus>().ok())
+        .is_some_and(JobStatus::is_final)
+}
+
+impl Api {
+    /// Polls `GET /v1/jobs/{id}` until `done` holds (at most [`DEADLINE`]).
+    pub async fn wait_job(&self, id: &str, what: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let job = self.get_job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never became {what}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls `GET /v1/jobs/{id}` until it has `status`.
+    pub async fn wait_status(&self, id: &str, status: JobStatus) -> Job {
+        self.wait_job(id, status.as_str(), |job| job.status == status)
+            .await
+    }
+
+    /// Polls `GET /v1/hosts` until `host` has agent `agent_id` and it is idle:
+    /// the agent has heartbeated (and so is long-polling) since it registered.
+    pub async fn wait_agent_idle(&self, host: &str, agent_id: &str) -> HostInfo {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let hosts = ok_json!(self.get("/v1/hosts").await, HostsResponse).hosts;
+            let info = hosts.into_iter().find(|h| h.hostname == host);
+            if let Some(info) = &info
+                && info.agent_id.as_deref() == Some(agent_id)
+                && info.agent_status == AgentStatus::Idle
+            {
+                return info.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}'s agent {agent_id} never became idle: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A push to `repo` that must queue exactly one job; returns its id.
+    pub async fn push_one(
+        &self,
+        delivery_id: &str,
+        repo: &str,
+        git_ref: &str,
+        sha: &str,
+    ) -> String {
+        let answer = self.push_repo(delivery_id, repo, git_ref, sha).await;
+        assert_eq!(answer.verdict, DeliveryVerdict::Queued, "{answer:?}");
+        assert_eq!(answer.jobs_created.len(), 1, "{answer:?}");
+        answer.jobs_created[0].clone()
+    }
+}
+
+/// One app of apps.yaml: `repo` deployed to `host` by running `script`
+/// (absolute path, executed directly), in `workdir` when given. No
+/// `branches` key: every branch deploys.
+pub fn app_entry(
+    name: &str,
+    repo: &str,
+    host: &str,
+    script: &Path,
+    workdir: Option<&Path>,
+) -> String {
+    let mut entry = format!(
+        "  - name: {name}\n    repo: {repo}\n    hosts: [{host}]\n    deploy:\n      command: [{script:?}]\n",
+        script = script.display().to_string()
+    );
+    if let Some(workdir) = workdir {
+        entry.push_str(&format!(
+            "      workdir: {:?}\n",
+            workdir.display().to_string()
+        ));
+    }
+    entry
+}
+
+/// Writes `dir/apps.yaml` with these [`app_entry`]s.
+pub fn write_apps(dir: &Path, entries: &[String]) {
+    write(
+        dir.join("apps.yaml"),
+        &format!("apps:\n{}", entries.concat()),
+    );
+}
+
+/// A controller in `dir` (see [`controller_command`]) and an agent for
+/// `web-01` with a long-poll of `poll_wait`. Blocks until both are up: call
+/// it from `tokio::task::block_in_place` in async tests.
+pub fn controller_and_agent(
+    dir: &Path,
+    lease_timeout: &str,
+    poll_wait: &str,
+) -> (Server, AgentProcess) {
+    let server = Server::start(controller_command(dir, "127.0.0.1:0", lease_timeout));
+    let agent = AgentProcess::start(agent_command(dir, &server.address, "web-01", poll_wait));
+    (server, agent)
 }

@@ -9,6 +9,8 @@
 mod common;
 mod config_commands;
 mod durability;
+mod e2e;
+mod e2e_failures;
 mod help;
 mod settings;
 mod signals;
