@@ -9,7 +9,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use deploybot_store::LogFilter;
-use deploybot_wire::{AppendLogsRequest, AppendLogsResponse, ErrorBody, JobLogsResponse, LogEntry};
+use deploybot_wire::{
+    AppendLogsRequest, AppendLogsResponse, ErrorBody, Job, JobLogsResponse, LogEntry,
+};
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
@@ -229,8 +231,12 @@ struct Feeds {
 }
 
 /// Feeds one SSE client: catch up from the database, then follow the live
-/// feed; after falling behind, catch up from the database again. Ends when
+/// feeds; after falling behind, catch up from the database again. Ends when
 /// the client goes away or the controller stops.
+///
+/// Order: a job's lines are committed before its agent reports, so taking
+/// log lines before status changes whenever both are ready (`biased`) sends
+/// every line of a job before its final status.
 async fn feed(
     state: AppState,
     query: StreamQuery,
@@ -240,42 +246,28 @@ async fn feed(
 ) {
     let filter = query.filter();
     let mut stopping = state.stopping.clone();
+    // A job stream's final status is sent once, whichever path finds it first.
+    let mut final_sent = false;
     'catch_up: loop {
-        loop {
-            let page = match state
-                .store
-                .logs_since(last, filter.clone(), DEFAULT_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(err) => {
-                    tracing::warn!(error = %err, "log stream: cannot read logs; closing");
-                    return;
-                }
-            };
-            let full = page.len() == DEFAULT_PAGE as usize;
-            for entry in &page {
-                if events.send(log_event(entry)).await.is_err() {
-                    return;
-                }
-                last = entry.id;
-            }
-            if !full {
-                break;
-            }
-        }
-        if let Some(job_id) = &query.job_id
-            && let Ok(Some(job)) = state.store.job(job_id.clone()).await
-            && job.status.is_final()
-            && events
-                .send(status_event(&StatusEvent::from(&job)))
-                .await
-                .is_err()
-        {
+        if !catch_up(&state, &filter, &mut last, &events).await {
             return;
+        }
+        if let Some(job) = finished_job(&state, &query, final_sent).await {
+            // Its lines were all committed before it finished: send any that
+            // came in since the catch-up read, then the status.
+            if !catch_up(&state, &filter, &mut last, &events).await
+                || events
+                    .send(status_event(&StatusEvent::from(&job)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            final_sent = true;
         }
         loop {
             tokio::select! {
+                biased;
                 batch = feeds.logs.recv() => match batch {
                     Ok(batch) => {
                         for entry in batch.iter() {
@@ -296,19 +288,68 @@ async fn feed(
                 },
                 status = feeds.statuses.recv() => match status {
                     Ok(status) => {
-                        if query.matches(&status.job_id, &status.host, &status.app)
-                            && events.send(status_event(&status)).await.is_err()
-                        {
+                        if !query.matches(&status.job_id, &status.host, &status.app) {
+                            continue;
+                        }
+                        let is_final = query.job_id.is_some() && status.status.is_final();
+                        if is_final && final_sent {
+                            continue;
+                        }
+                        final_sent |= is_final;
+                        if events.send(status_event(&status)).await.is_err() {
                             return;
                         }
                     }
-                    // Status events are not replayable; a lagging client misses some.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Missed status changes cannot be replayed, but a job
+                    // stream's final status can be looked up: catch up.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = stopping.changed() => return,
                 _ = events.closed() => return,
             }
         }
+    }
+}
+
+/// Sends the lines stored after `last` that match `filter`; `false` when the
+/// client has gone or the database failed.
+async fn catch_up(
+    state: &AppState,
+    filter: &LogFilter,
+    last: &mut i64,
+    events: &mpsc::Sender<Event>,
+) -> bool {
+    loop {
+        let page = match state
+            .store
+            .logs_since(*last, filter.clone(), DEFAULT_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(error = %err, "log stream: cannot read logs; closing");
+                return false;
+            }
+        };
+        for entry in &page {
+            if events.send(log_event(entry)).await.is_err() {
+                return false;
+            }
+            *last = entry.id;
+        }
+        if page.len() < DEFAULT_PAGE as usize {
+            return true;
+        }
+    }
+}
+
+/// The job of a job stream, if it has finished and its final status has not
+/// been sent yet.
+async fn finished_job(state: &AppState, query: &StreamQuery, final_sent: bool) -> Option<Job> {
+    let job_id = query.job_id.as_ref().filter(|_| !final_sent)?;
+    match state.store.job(job_id.clone()).await {
+        Ok(Some(job)) if job.status.is_final() => Some(job),
+        _ => None,
     }
 }

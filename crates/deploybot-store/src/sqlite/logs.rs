@@ -72,7 +72,8 @@ pub(super) fn append(
             app: app.clone(),
             line: line.line,
             stream: line.stream,
-            at: line.at,
+            // As stored (milliseconds), so live and replayed lines are equal.
+            at: from_ms(to_ms(line.at)),
             text: line.text.clone(),
         });
     }
