@@ -24,6 +24,7 @@ mod maintenance;
 mod openapi;
 mod presence;
 mod routes;
+mod serve;
 pub mod settings;
 mod state;
 mod webhook;
@@ -177,12 +178,11 @@ impl Controller {
         }
         let app = routes::router(self.state.clone());
         let stop = self.stop;
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await;
+        let served = serve::serve(self.listener, app, async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
         let _ = maintenance.await;
         served
     }

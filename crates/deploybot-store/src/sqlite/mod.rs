@@ -69,6 +69,9 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // largest cost).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Room for every statement this backend uses: an evicted statement is
+    // parsed again on its next use.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 

@@ -1,0 +1,64 @@
+//! The accept loop: HTTP/1.1 connections served by hyper, with graceful
+//! shutdown.
+//!
+//! Written out rather than `axum::serve` for one setting: a connection's read
+//! buffer is capped at 8 KiB. Idle keep-alive connections and held long-polls
+//! are what a controller has most of (10,000 agents are 10,000 connections),
+//! and hyper's buffer otherwise grows to 16 KiB each. Request heads are small
+//! (GitHub's are about 1 KiB); bodies stream through the buffer and are
+//! limited per route.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+/// hyper's smallest allowed cap.
+const READ_BUFFER: usize = 8 * 1024;
+/// How long to wait before accepting again when accepting fails (e.g. out of
+/// file descriptors), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops
+/// accepting and waits for open connections to finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut connections = http1::Builder::new();
+    connections.max_buf_size(READ_BUFFER);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = connections
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
