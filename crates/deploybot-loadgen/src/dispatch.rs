@@ -36,8 +36,13 @@ pub async fn run(
 
     let mut acknowledged: HashMap<String, Instant> = HashMap::new();
     let mut conn = Connection::open(addr).await?;
+    // Distinct from any earlier run against the same controller.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
     for n in 0..pushes {
-        let sha = format!("{:040x}", 0xd15_0000_u64 + n as u64);
+        let sha = format!("{:040x}", (run << 16) + n as u128);
         let request = signed_push(
             secret,
             repo,
