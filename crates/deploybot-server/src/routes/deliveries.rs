@@ -32,11 +32,6 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(Json(state.store.deliveries(limit).await?))
 }

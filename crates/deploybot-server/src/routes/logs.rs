@@ -104,12 +104,7 @@ pub async fn page(
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<JobLogsResponse>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = super::limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     if state.store.job(id.clone()).await?.is_none() {
         return Err(ApiError::not_found(format!("job {id} not found")));
     }

@@ -25,6 +25,18 @@ const LOG_UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
 /// Body limit of webhooks: GitHub's own cap.
 const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
+/// A list's `limit` parameter: `default` when absent, 1 to `max` otherwise.
+pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = given.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        )))
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/agents", get(agents::list))
