@@ -147,9 +147,10 @@ pub struct LogFilter {
 }
 
 /// What a report did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReportOutcome {
-    Updated(JobStatus),
+    /// The job as it is now.
+    Updated(Box<Job>),
     /// The job already had this status (a repeated report).
     Unchanged(JobStatus),
 }

@@ -234,18 +234,16 @@ pub async fn report_status(
         )
         .await?;
     let (status, updated) = match outcome {
-        ReportOutcome::Updated(status) => (status, true),
-        ReportOutcome::Unchanged(status) => (status, false),
-    };
-    if updated {
-        tracing::info!(job = %id, status = %status, "job finished");
-        if let Some(job) = state.store.job(id.clone()).await? {
+        ReportOutcome::Updated(job) => {
+            tracing::info!(job = %id, status = %job.status, "job finished");
             state.live.job_changed(&job);
             // The host is free: a long-poll of its agent held meanwhile can
             // take the next pending job now instead of at the end of its wait.
             state.dispatch.job_enqueued(&job.host);
+            (job.status, true)
         }
-    }
+        ReportOutcome::Unchanged(status) => (status, false),
+    };
     Ok(Json(UpdateJobStatusResponse {
         job_id: id,
         status,

@@ -27,11 +27,9 @@ pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Cla
         ))?
         .query_row(params![now, agent_id, host], from_row)
         .optional()?;
+    // The agent's own row is not touched: its last-seen time and status
+    // come from its heartbeats (saved once a second), not from claims.
     if let Some(job) = claimed {
-        conn.prepare_cached(
-            "UPDATE agents SET last_heartbeat = ?2, status = 'busy' WHERE id = ?1",
-        )?
-        .execute(params![agent_id, now])?;
         return Ok(Claim::Job(Box::new(job)));
     }
     let pending: bool = conn
@@ -108,12 +106,13 @@ pub(super) fn report(
             report.status
         )));
     }
-    let agent: Option<String> = conn
-        .prepare_cached(
+    // The agent's row is left alone: its status comes from its heartbeats.
+    let job = conn
+        .prepare_cached(&format!(
             "UPDATE jobs SET status = ?2, completed_at = ?3, error = ?4, exit_code = ?5
              WHERE id = ?1 AND status = 'running'
-             RETURNING assigned_agent",
-        )?
+             RETURNING {COLUMNS}"
+        ))?
         .query_row(
             params![
                 job_id,
@@ -122,13 +121,9 @@ pub(super) fn report(
                 report.error,
                 report.exit_code
             ],
-            |row| row.get(0),
+            from_row,
         )?;
-    if let Some(agent) = agent {
-        conn.prepare_cached("UPDATE agents SET status = 'idle' WHERE id = ?1")?
-            .execute([agent])?;
-    }
-    Ok(ReportOutcome::Updated(report.status))
+    Ok(ReportOutcome::Updated(Box::new(job)))
 }
 
 /// Cancels a pending job at once, or asks the agent of a running one to stop.
