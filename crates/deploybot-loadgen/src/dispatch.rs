@@ -16,6 +16,9 @@ use crate::{register_agents, signed_push};
 /// When each agent received the job of each sha.
 type Received = Arc<Mutex<Vec<(String, Instant)>>>;
 
+/// How many jobs agents have reported done (after which they long-poll again).
+type Reported = Arc<std::sync::atomic::AtomicUsize>;
+
 pub async fn run(
     addr: &str,
     secret: &str,
@@ -25,12 +28,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ids = register_agents(addr, "bench-agent", agents).await?;
     let received: Received = Arc::default();
+    let reported: Reported = Arc::default();
     let progress = Arc::new(Notify::new());
     let mut pollers = Vec::new();
     for id in ids {
-        let (addr, received, progress) = (addr.to_owned(), received.clone(), progress.clone());
+        let (addr, received, reported, progress) = (
+            addr.to_owned(),
+            received.clone(),
+            reported.clone(),
+            progress.clone(),
+        );
         pollers.push(tokio::spawn(async move {
-            poll(&addr, &id, received, progress).await
+            poll(&addr, &id, received, reported, progress).await
         }));
     }
 
@@ -58,11 +67,12 @@ pub async fn run(
             String::from_utf8_lossy(&body)
         );
         acknowledged.insert(sha, answered);
-        // Next push once every agent has taken (and finished) this one.
+        // Next push once every agent has taken this one, reported it, and
+        // gone back to long-polling: the latency is that of idle agents.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let notified = progress.notified();
-            if received.lock().map(|r| r.len()).unwrap_or(0) >= (n + 1) * agents {
+            if reported.load(std::sync::atomic::Ordering::SeqCst) >= (n + 1) * agents {
                 break;
             }
             anyhow::ensure!(
@@ -98,6 +108,7 @@ async fn poll(
     addr: &str,
     id: &str,
     received: Received,
+    reported: Reported,
     progress: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let mut conn = Connection::open(addr).await?;
@@ -127,5 +138,7 @@ async fn poll(
         );
         let (status, _) = conn.send(report).await?;
         anyhow::ensure!(status == 200, "report: HTTP {status}");
+        reported.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        progress.notify_waiters();
     }
 }

@@ -8,40 +8,51 @@ use super::jobs::{self, COLUMNS, EncodedJob, from_row};
 use super::now_ms;
 use crate::{Claim, Enqueued, NewJob, ReportOutcome, StatusReport, StoreError};
 
-/// Hands the oldest pending job of `host` to `agent_id`, in one statement.
-/// The partial unique index on running jobs makes a second running job for a
-/// host impossible even if this check were wrong.
+const PENDING_OF_HOST: &str = "SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
+     WHERE host = ?1 AND status = 'pending'";
+
+fn claim_sql() -> String {
+    format!(
+        "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2, lease = ?1
+         WHERE seq = ?3 AND status = 'pending'
+           AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_one_running_per_host
+                           WHERE host = ?4 AND status = 'running')
+         RETURNING {COLUMNS}"
+    )
+}
+
+/// Hands the oldest pending job of `host` to `agent_id`. The update checks
+/// again that the job is pending and the host runs nothing, and the partial
+/// unique index on running jobs makes a second running job for a host
+/// impossible even if those checks were wrong.
+///
+/// The oldest is picked in Rust from the host's few pending jobs: with
+/// `ORDER BY` (or `min()`) the statement would be parsed again on every run
+/// (SQLite marks such plans as depending on the bound host, and the
+/// statement cache clears bindings after each use).
 ///
 /// The lease is the claim time in milliseconds: a fencing token that grows
 /// with every claim, so a stale holder can always be told apart.
 pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Claim, StoreError> {
+    let oldest: Option<i64> = conn
+        .prepare_cached(PENDING_OF_HOST)?
+        .query_map([host], |row| row.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?
+        .into_iter()
+        .min();
+    let Some(seq) = oldest else {
+        return Ok(Claim::NothingPending);
+    };
     let now = now_ms();
     let claimed = conn
-        .prepare_cached(&format!(
-            "UPDATE jobs SET status = 'running', started_at = ?1, assigned_agent = ?2, lease = ?1
-             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
-                          WHERE host = ?3 AND status = 'pending' ORDER BY seq LIMIT 1)
-               AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_one_running_per_host
-                               WHERE host = ?3 AND status = 'running')
-             RETURNING {COLUMNS}"
-        ))?
-        .query_row(params![now, agent_id, host], from_row)
+        .prepare_cached(&claim_sql())?
+        .query_row(params![now, agent_id, seq, host], from_row)
         .optional()?;
     // The agent's own row is not touched: its last-seen time and status
     // come from its heartbeats (saved once a second), not from claims.
-    if let Some(job) = claimed {
-        return Ok(Claim::Job(Box::new(job)));
-    }
-    let pending: bool = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_pending_by_host
-                            WHERE host = ?1 AND status = 'pending')",
-        )?
-        .query_row([host], |row| row.get(0))?;
-    Ok(if pending {
-        Claim::HostBusy
-    } else {
-        Claim::NothingPending
+    Ok(match claimed {
+        Some(job) => Claim::Job(Box::new(job)),
+        None => Claim::HostBusy,
     })
 }
 
@@ -239,4 +250,42 @@ pub(super) fn hosts_with_cancel_requests(conn: &Connection) -> Result<Vec<String
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, StatementStatus, params};
+
+    use super::*;
+
+    /// A claim runs on every hand-out: its statements must stay prepared.
+    /// (With `ORDER BY` over the host's index they were parsed again on every
+    /// run, which was most of the writer's time under dispatch load.)
+    #[test]
+    fn claims_do_not_reprepare_their_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        super::super::configure(&conn).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        for i in 0..8 {
+            conn.execute(
+                "INSERT INTO jobs (id, app, repo, git_ref, host, status, deploy, source, created_at)
+                 VALUES (?1, 'web', 'acme/web', 'main', ?2, 'pending',
+                         '{\"command\":[\"x\"],\"timeout_secs\":1}', 'manual', 0)",
+                params![format!("j{i}"), format!("h{}", i % 4)],
+            )
+            .unwrap();
+        }
+        let mut handed_out = 0;
+        for i in 0..8 {
+            if let Claim::Job(_) = claim(&conn, "a", &format!("h{}", i % 4)).unwrap() {
+                handed_out += 1;
+            }
+        }
+        assert_eq!(handed_out, 4, "one job per host while the first runs");
+        for sql in [PENDING_OF_HOST.to_owned(), claim_sql()] {
+            let statement = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(statement.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
+    }
 }
