@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use deploybot_store::{JobFilter, NewJob, ReportOutcome, StatusReport};
+use deploybot_store::{Enqueued, JobFilter, NewJob, ReportOutcome, StatusReport};
 use deploybot_wire::{
     CreateJobRequest, ErrorBody, Job, JobResponse, JobSource, JobStatus, UpdateJobStatusRequest,
     UpdateJobStatusResponse, names,
@@ -99,20 +99,32 @@ pub async fn create(
             retry_of: None,
         })
         .await?;
+    Ok(answer_enqueued(&state, enqueued))
+}
+
+/// 201 with a new job (whose host is marked and woken), or 200 with the
+/// identical open job that was returned instead.
+fn answer_enqueued(state: &AppState, enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
     let status = if enqueued.created {
         state.dispatch.job_enqueued(&enqueued.job.host);
-        tracing::info!(job = %enqueued.job.id, host = %enqueued.job.host, app = %enqueued.job.app, "job queued");
+        tracing::info!(
+            job = %enqueued.job.id,
+            host = %enqueued.job.host,
+            app = %enqueued.job.app,
+            retry_of = ?enqueued.job.retry_of,
+            "job queued"
+        );
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((
+    (
         status,
         Json(JobResponse {
             job: enqueued.job,
             created: Some(enqueued.created),
         }),
-    ))
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -303,18 +315,5 @@ pub async fn retry(
         .store
         .retry_job(id, uuid::Uuid::now_v7().to_string())
         .await?;
-    let status = if enqueued.created {
-        state.dispatch.job_enqueued(&enqueued.job.host);
-        tracing::info!(job = %enqueued.job.id, retry_of = ?enqueued.job.retry_of, "retry queued");
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(JobResponse {
-            job: enqueued.job,
-            created: Some(enqueued.created),
-        }),
-    ))
+    Ok(answer_enqueued(&state, enqueued))
 }

@@ -62,17 +62,26 @@ pub(super) struct Holder<'a> {
     pub(super) lease: Option<i64>,
 }
 
-/// The job's status, refusing a writer that does not hold its lease.
+/// The job's status, host and app, refusing a writer that does not hold its lease.
 pub(super) fn check_holder(
     conn: &Connection,
     job_id: &str,
     holder: &Holder,
-) -> Result<JobStatus, StoreError> {
-    let current: Option<(String, Option<String>, Option<i64>)> = conn
-        .prepare_cached("SELECT status, assigned_agent, lease FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+) -> Result<Held, StoreError> {
+    type Row = (String, Option<String>, Option<i64>, String, String);
+    let current: Option<Row> = conn
+        .prepare_cached("SELECT status, assigned_agent, lease, host, app FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
         .optional()?;
-    let Some((status, assigned, lease)) = current else {
+    let Some((status, assigned, lease, host, app)) = current else {
         return Err(StoreError::NotFound(format!("job {job_id}")));
     };
     if let Some(writer) = holder.agent_id
@@ -92,9 +101,17 @@ pub(super) fn check_holder(
             "stale lease {given} for job {job_id}: the job is no longer yours"
         )));
     }
-    status
+    let status = status
         .parse()
-        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))
+        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))?;
+    Ok(Held { status, host, app })
+}
+
+/// The job a holder may write to, as [`check_holder`] found it.
+pub(super) struct Held {
+    pub(super) status: JobStatus,
+    pub(super) host: String,
+    pub(super) app: String,
 }
 
 /// Applies an agent's report on a job it runs.
@@ -107,7 +124,7 @@ pub(super) fn report(
         agent_id: report.agent_id.as_deref(),
         lease: report.lease,
     };
-    let current = check_holder(conn, job_id, &holder)?;
+    let current = check_holder(conn, job_id, &holder)?.status;
     if current == report.status {
         return Ok(ReportOutcome::Unchanged(current));
     }

@@ -4,7 +4,7 @@
 use deploybot_wire::{JobStatus, LogEntry, LogLine, LogStream};
 use rusqlite::{Connection, Row, ToSql, params};
 
-use super::leases::{Holder, check_holder};
+use super::leases::{Held, Holder, check_holder};
 use super::{from_ms, to_ms};
 use crate::{AppendedLogs, LogFilter, StoreError};
 
@@ -39,15 +39,12 @@ pub(super) fn append(
     lease: Option<i64>,
     lines: &[LogLine],
 ) -> Result<AppendedLogs, StoreError> {
-    let status = check_holder(conn, job_id, &Holder { agent_id, lease })?;
+    let Held { status, host, app } = check_holder(conn, job_id, &Holder { agent_id, lease })?;
     if status != JobStatus::Running {
         return Err(StoreError::Conflict(format!(
             "job {job_id} is {status}; logs are accepted only while it runs"
         )));
     }
-    let (host, app): (String, String) = conn
-        .prepare_cached("SELECT host, app FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO job_logs (job_id, line, stream, at, text) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (job_id, line) DO NOTHING",
