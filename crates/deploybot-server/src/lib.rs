@@ -118,7 +118,7 @@ impl Controller {
             "controller ready"
         );
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             store,
             apps: Arc::new(AppsHandle::new(apps)),
             presence: Arc::new(Presence::new(&agents)),
@@ -127,7 +127,7 @@ impl Controller {
             lease_timeout: settings.lease_timeout,
             live: live::Live::default(),
             stopping,
-        };
+        });
         #[cfg(unix)]
         let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hangups) => Some(hangups),
@@ -176,7 +176,7 @@ impl Controller {
                 stopping,
             ));
         }
-        let app = routes::router(self.state.clone());
+        let app = routes::service(self.state.clone());
         let stop = self.stop;
         let served = serve::serve(self.listener, app, async move {
             shutdown.await;

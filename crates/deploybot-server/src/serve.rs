@@ -12,7 +12,6 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -29,7 +28,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// accepting and waits for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::routes::Service,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut connections = http1::Builder::new();

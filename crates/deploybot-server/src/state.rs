@@ -11,9 +11,26 @@ use crate::live::Live;
 use crate::presence::Presence;
 use crate::settings::Secret;
 
-/// Cheap to clone: a handful of `Arc`s.
+/// Cheap to clone and small: one `Arc`. Every held long-poll keeps a copy
+/// in its request's state, so its size counts 10,000 times over.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub apps: Arc<AppsHandle>,
     pub presence: Arc<Presence>,

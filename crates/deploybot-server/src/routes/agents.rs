@@ -105,6 +105,9 @@ pub async fn heartbeat(
         serde_json::from_slice(&body)
             .map_err(|err| ApiError::invalid(format!("invalid heartbeat body: {err}")))?
     };
+    // The body is a slice of hyper's read buffer: holding it through a
+    // long-poll would pin that 8 KiB and make hyper allocate another.
+    drop(body);
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::bad_request(format!(

@@ -11,8 +11,10 @@ pub(crate) mod webhooks;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{Trace, TraceLayer};
 
 use crate::error::{self, ApiError};
 use crate::openapi;
@@ -37,7 +39,41 @@ pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, A
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP service: the routes inside the layers every request
+/// passes. The layers wrap the router once, not each route (as
+/// `Router::layer` would): every route layer is one more boxed future per
+/// request in flight, and a controller holds 10,000 long-polls.
+pub fn service(state: AppState) -> Service {
+    ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(PanicAnswer))
+        .service(router(state))
+}
+
+/// A panicking handler answers 500 in our error shape; the panic itself is
+/// logged by the panic hook.
+#[derive(Clone, Copy)]
+pub struct PanicAnswer;
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        _: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the controller logged the details",
+        ))
+    }
+}
+
+/// The type of [`service`].
+pub type Service = Trace<CatchPanic<Router, PanicAnswer>, SharedClassifier<ServerErrorsAsFailures>>;
+
+fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/register", post(agents::register))
@@ -66,13 +102,5 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; the controller logged the details",
-            ))
-        }))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
