@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deploybot_wire::{AgentStatus, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest};
@@ -20,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::client::{CallError, Client};
 use crate::identity::{self, Identity};
 use crate::job::{JobSettings, RunningJob, StopReason};
+use crate::policy::Policy;
 use crate::report;
 use crate::{AgentConfig, AgentError};
 
@@ -40,36 +42,100 @@ pub(crate) async fn run(
 ) -> Result<(), AgentError> {
     let client = Client::new(&config.controller)?;
     let mut shutdown = pin!(shutdown);
-    if let Some(saved) = identity::load(&config.state_dir) {
+    let saved = identity::load(&config.state_dir);
+    if let Some(saved) = &saved {
         tracing::debug!(agent = %saved.id, host = %saved.hostname, "last known identity");
     }
-    let identity = tokio::select! {
-        identity = first_registration(&client, &config) => identity?,
+    if let Some(policy) = &config.policy {
+        let apps: Vec<&str> = policy.apps().collect();
+        if apps.is_empty() {
+            tracing::warn!("the agent policy allows no app: every job will be refused");
+        } else {
+            tracing::info!(?apps, "agent policy: only these apps may deploy here");
+        }
+    }
+    let start = tokio::select! {
+        start = first_registration(&client, &config, saved) => start?,
         () = &mut shutdown => return Ok(()),
     };
-    identity::save(&config.state_dir, &identity).map_err(|source| AgentError::Identity {
-        path: identity::path(&config.state_dir),
-        source,
-    })?;
-    tracing::info!(agent = %identity.id, host = %identity.hostname, "agent registered");
-    heartbeat_loop(&config, &client, identity, shutdown).await;
+    let identity = match start {
+        Start::Registered(identity) => {
+            identity::save(&config.state_dir, &identity).map_err(|source| {
+                AgentError::Identity {
+                    path: identity::path(&config.state_dir),
+                    source,
+                }
+            })?;
+            tracing::info!(agent = %identity.id, host = %identity.hostname, "agent registered");
+            identity
+        }
+        Start::Resumed(identity) => {
+            tracing::info!(agent = %identity.id, host = %identity.hostname, "agent resumed with its saved token");
+            identity
+        }
+    };
+    let policy = config.policy.clone().map(Arc::new);
+    heartbeat_loop(&config, &client, policy, identity, shutdown).await;
     Ok(())
 }
 
+/// How the agent got the token it starts with.
+enum Start {
+    /// A new one, to be saved.
+    Registered(Identity),
+    /// The saved one: registering was refused (see [`first_registration`]).
+    Resumed(Identity),
+}
+
 /// Registers, waiting out an unreachable controller; a refusal is final.
-async fn first_registration(client: &Client, config: &AgentConfig) -> Result<Identity, AgentError> {
+///
+/// Registering on every start is what tells the controller that the job a
+/// previous run left behind is lost, and updates the capabilities. When the
+/// enrollment token is refused (none configured, expired, used up), the
+/// agent carries on with the token saved by its last registration instead,
+/// if it has one for this host and controller, until that is refused too.
+async fn first_registration(
+    client: &Client,
+    config: &AgentConfig,
+    saved: Option<Identity>,
+) -> Result<Start, AgentError> {
+    let mut saved = saved.filter(|saved| {
+        saved
+            .token_for(&config.hostname, client.base().as_str())
+            .is_some()
+    });
     let mut backoff = Backoff::default();
     loop {
         match register(client, config).await {
-            Ok(identity) => return Ok(identity),
+            Ok(identity) => return Ok(Start::Registered(identity)),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "cannot register yet; retrying");
                 backoff.wait().await;
             }
             Err(CallError::Status { status, message }) => {
-                return Err(AgentError::Rejected {
-                    status: status.as_u16(),
-                    message,
+                let enrollment_refused =
+                    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+                if enrollment_refused && let Some(saved) = saved.take() {
+                    if config.enrollment_token.is_some() {
+                        tracing::warn!(%status, error = %message, "the controller refused the enrollment token; carrying on with the agent token saved by the last registration");
+                    } else {
+                        tracing::info!(%status, "registering needs an enrollment token and none is configured; carrying on with the agent token saved by the last registration");
+                    }
+                    client.set_token(saved.token.clone());
+                    return Ok(Start::Resumed(saved));
+                }
+                return Err(match (status, &config.enrollment_token) {
+                    (StatusCode::UNAUTHORIZED, None) => {
+                        AgentError::EnrollmentTokenMissing { message }
+                    }
+                    (_, Some(_)) if enrollment_refused => AgentError::EnrollmentTokenRefused {
+                        status: status.as_u16(),
+                        message,
+                    },
+                    _ => AgentError::Rejected {
+                        status: status.as_u16(),
+                        message,
+                    },
                 });
             }
             Err(err) => {
@@ -81,15 +147,20 @@ async fn first_registration(client: &Client, config: &AgentConfig) -> Result<Ide
     }
 }
 
+/// Registers; from then on every call sends the new agent token.
 async fn register(client: &Client, config: &AgentConfig) -> Result<Identity, CallError> {
     let request = RegisterAgentRequest {
         hostname: config.hostname.clone(),
         capabilities: config.capabilities.clone(),
     };
-    let agent = client.register(&request).await?;
+    let registered = client
+        .register(&request, config.enrollment_token.as_ref())
+        .await?;
     Ok(Identity {
-        id: agent.id,
-        hostname: agent.hostname,
+        id: registered.agent.id,
+        hostname: registered.agent.hostname,
+        controller: client.base().to_string(),
+        token: client.token(),
     })
 }
 
@@ -98,20 +169,29 @@ enum Step {
     Beat(Box<HeartbeatResponse>),
     /// 404: the controller does not know this agent (e.g. its database was reset).
     Unregistered,
+    /// 401: the agent token was replaced or revoked.
+    Refused,
     Registered(Identity),
-    /// Failed; the backoff delay has been waited already.
+    /// Registering again failed.
+    NotRegistered,
+    /// A heartbeat failed; the backoff delay has been waited already.
     Failed,
 }
 
 async fn heartbeat_loop(
     config: &AgentConfig,
     client: &Client,
+    policy: Option<Arc<Policy>>,
     mut identity: Identity,
     mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) {
     let mut job: Option<RunningJob> = None;
     let mut draining = false;
     let mut registered = true;
+    // The agent registered (or tried to) since the last heartbeat that went
+    // through: registering again waits out the backoff first, so a token
+    // refused as soon as it is issued cannot make the agent spin.
+    let mut unconfirmed = true;
     // While draining with a deploy running: when to stop it.
     let mut stop_at: Option<Instant> = None;
     let mut backoff = Backoff::default();
@@ -119,6 +199,13 @@ async fn heartbeat_loop(
     let mut pace = Duration::ZERO;
     // Cancelled jobs we never ran, already answered (see `report::disown`).
     let mut disowned = HashSet::new();
+    let settings = |identity: &Identity| JobSettings {
+        client: client.clone(),
+        agent_id: identity.id.clone(),
+        kill_grace: config.kill_grace,
+        policy: policy.clone(),
+        enrollment_token: config.enrollment_token.clone(),
+    };
     loop {
         reap(&mut job).await;
         if draining && job.is_none() {
@@ -132,8 +219,15 @@ async fn heartbeat_loop(
         let step = tokio::select! {
             step = async {
                 tokio::time::sleep(pace).await;
-                attempt(client, config, &identity, registered, status, draining, &mut backoff).await
+                let beat = Beat { registered, unconfirmed, status, draining };
+                attempt(client, config, &identity, beat, &mut backoff).await
             } => step,
+            // The running job's upload or report was refused: register now
+            // rather than when the long-poll ends. Dropping the heartbeat
+            // loses no job: the host is busy, so none can be handed out, and
+            // cancels come again in every answer. (Idle, only a heartbeat of
+            // its own can tell the agent its token is refused.)
+            () = client.refused(), if registered && job.is_some() => Step::Refused,
             () = &mut shutdown, if !draining => {
                 reap(&mut job).await;
                 tracing::info!(running = ?job.as_ref().map(|j| &j.id), "shutting down: taking no new jobs");
@@ -160,12 +254,16 @@ async fn heartbeat_loop(
         match step {
             Step::Beat(response) => {
                 backoff.reset();
-                let settings = JobSettings {
-                    client: client.clone(),
-                    agent_id: identity.id.clone(),
-                    kill_grace: config.kill_grace,
-                };
-                if !accept(&mut job, *response, settings, draining, &mut disowned).await {
+                unconfirmed = false;
+                if !accept(
+                    &mut job,
+                    *response,
+                    settings(&identity),
+                    draining,
+                    &mut disowned,
+                )
+                .await
+                {
                     pace = REPEATED_CANCEL_PACE;
                 }
             }
@@ -173,61 +271,76 @@ async fn heartbeat_loop(
                 tracing::warn!(agent = %identity.id, "the controller does not know this agent; registering again");
                 registered = false;
             }
+            Step::Refused => {
+                tracing::warn!(agent = %identity.id, "the controller refused the agent token; registering again");
+                registered = false;
+            }
             Step::Registered(new) => {
-                backoff.reset();
+                // No backoff reset: only a heartbeat that goes through
+                // shows the new token works.
                 registered = true;
-                if new != identity {
+                unconfirmed = true;
+                if new.id != identity.id {
                     tracing::info!(agent = %new.id, "registered under a new id");
+                } else {
+                    tracing::info!(agent = %new.id, "registered again");
                 }
                 if let Err(err) = identity::save(&config.state_dir, &new) {
                     tracing::warn!(error = %err, "cannot save the agent identity");
                 }
                 identity = new;
             }
+            Step::NotRegistered => unconfirmed = true,
             Step::Failed => {}
         }
     }
-    goodbye(
-        client,
-        &identity,
-        registered,
-        JobSettings {
-            client: client.clone(),
-            agent_id: identity.id.clone(),
-            kill_grace: config.kill_grace,
-        },
-    )
-    .await;
+    goodbye(client, &identity, registered, settings(&identity)).await;
 }
 
-/// One heartbeat (or, after a 404, one registration). Failures wait out the
-/// backoff here, so the loop can drop this future to react to shutdown.
+/// What the next attempt is to do.
+#[derive(Clone, Copy)]
+struct Beat {
+    registered: bool,
+    unconfirmed: bool,
+    status: AgentStatus,
+    draining: bool,
+}
+
+/// One heartbeat (or, after a 404 or 401, one registration). Failures wait
+/// out the backoff here, so the loop can drop this future to react to
+/// shutdown.
 async fn attempt(
     client: &Client,
     config: &AgentConfig,
     identity: &Identity,
-    registered: bool,
-    status: AgentStatus,
-    draining: bool,
+    beat: Beat,
     backoff: &mut Backoff,
 ) -> Step {
-    if !registered {
+    if !beat.registered {
+        if beat.unconfirmed {
+            backoff.wait().await;
+        }
         return match register(client, config).await {
             Ok(identity) => Step::Registered(identity),
             Err(err) => {
-                tracing::warn!(error = %err, "cannot register again yet; retrying");
-                backoff.wait().await;
-                Step::Failed
+                if registration_failed(&err, config) {
+                    backoff.saturate();
+                }
+                Step::NotRegistered
             }
         };
     }
-    let request = HeartbeatRequest { status, draining };
+    let request = HeartbeatRequest {
+        status: beat.status,
+        draining: beat.draining,
+    };
     match client
         .heartbeat(&identity.id, &request, config.poll_wait)
         .await
     {
         Ok(response) => Step::Beat(Box::new(response)),
         Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => Step::Unregistered,
+        Err(err) if err.is_unauthorized() => Step::Refused,
         Err(err) => {
             if err.is_retryable() {
                 tracing::warn!(error = %err, "heartbeat failed; retrying");
@@ -238,6 +351,26 @@ async fn attempt(
             Step::Failed
         }
     }
+}
+
+/// Says why registering again failed; the loop tries again after the
+/// backoff. `true` when the credential was refused, which only a person can
+/// fix.
+fn registration_failed(err: &CallError, config: &AgentConfig) -> bool {
+    let enrollment_refused = matches!(
+        err.status(),
+        Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    );
+    if err.is_unauthorized() && config.enrollment_token.is_none() {
+        tracing::error!(error = %err, "agent token refused and no enrollment token configured: set DEPLOYBOT_ENROLLMENT_TOKEN");
+    } else if enrollment_refused {
+        tracing::error!(error = %err, "the controller refused the enrollment token; retrying");
+    } else if err.is_retryable() {
+        tracing::warn!(error = %err, "cannot register again yet; retrying");
+    } else {
+        tracing::error!(error = %err, "the controller refused to register this agent; retrying");
+    }
+    enrollment_refused
 }
 
 /// Starts a handed-out job and acts on cancels. `false` when the answer

@@ -36,6 +36,13 @@ impl Backoff {
         self.ceiling = FIRST;
     }
 
+    /// For failures only a person can fix (a refused credential): no quick
+    /// retries, which would also count against the controller's limit on
+    /// failed authentications per address.
+    pub(crate) fn saturate(&mut self) {
+        self.ceiling = CAP;
+    }
+
     /// Sleeps for [`next_delay`](Self::next_delay).
     pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
@@ -59,5 +66,7 @@ mod tests {
         assert_eq!(*ceilings.last().unwrap(), CAP);
         backoff.reset();
         assert_eq!(backoff.ceiling, FIRST);
+        backoff.saturate();
+        assert_eq!(backoff.ceiling, CAP);
     }
 }

@@ -1,14 +1,25 @@
-//! The controller's HTTP API as the agent uses it: one method per call, and
-//! one error type that says whether trying again can help.
+//! The controller's HTTP API as the agent uses it: one method per call, one
+//! error type that says whether trying again can help, and the agent token
+//! every call but registration sends.
+//!
+//! Registration (with the enrollment token, if any) gets a new agent token
+//! and the previous one stops working. All clones of a [`Client`] share the
+//! current token, so a job's uploads and report use the one the heartbeat
+//! loop got last; a 401 marks it refused, which the loop answers by
+//! registering again and the job tasks by waiting for that
+//! ([`Client::renewed`]) before they retry.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deploybot_wire::{
-    Agent, AppendLogsRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest,
-    UpdateJobStatusRequest,
+    AppendLogsRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest,
+    RegisteredAgent, UpdateJobStatusRequest,
 };
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::AgentError;
 
@@ -55,6 +66,12 @@ impl CallError {
         }
     }
 
+    /// 401: the credential sent was not accepted (for an agent call: the
+    /// agent token was replaced or revoked).
+    pub(crate) fn is_unauthorized(&self) -> bool {
+        self.status() == Some(StatusCode::UNAUTHORIZED)
+    }
+
     /// 404 (the job is gone) or 409 (its lease went to someone else): the job
     /// is no longer ours, so nothing more may be written about it.
     pub(crate) fn is_lease_lost(&self) -> bool {
@@ -65,10 +82,47 @@ impl CallError {
     }
 }
 
+/// A credential: an enrollment token or an agent token. Its `Debug` output
+/// is masked, and it has no `Display`, so it cannot end up in a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// The agent token in use, shared by every clone of a [`Client`].
+#[derive(Debug, Default)]
+struct Session {
+    token: Option<Token>,
+    /// Counts tokens, so that a 401 to a call made with an older token (in
+    /// flight while a new one arrived) is not taken for a refusal of this one.
+    generation: u64,
+    /// The controller answered 401 to this token.
+    refused: bool,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
     base: Url,
+    session: Arc<watch::Sender<Session>>,
 }
 
 impl Client {
@@ -94,7 +148,50 @@ impl Client {
             .user_agent(concat!("deploybot-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(AgentError::HttpClient)?;
-        Ok(Client { http, base })
+        Ok(Client {
+            http,
+            base,
+            session: Arc::new(watch::Sender::new(Session::default())),
+        })
+    }
+
+    /// The controller's base URL, as every call uses it.
+    pub(crate) fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// Makes `token` the one every agent call sends from now on.
+    pub(crate) fn set_token(&self, token: Option<Token>) {
+        self.session.send_modify(|session| {
+            session.token = token;
+            session.generation += 1;
+            session.refused = false;
+        });
+    }
+
+    /// The agent token in use.
+    pub(crate) fn token(&self) -> Option<Token> {
+        self.session.borrow().token.clone()
+    }
+
+    /// Resolves once the controller has refused the token in use (at once if
+    /// it has already).
+    pub(crate) async fn refused(&self) {
+        let mut session = self.session.subscribe();
+        if session.wait_for(|s| s.refused).await.is_err() {
+            // Not reachable: `self` holds the sender.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once the token in use is not known to be refused: at once,
+    /// or when the heartbeat loop has registered again.
+    pub(crate) async fn renewed(&self) {
+        let mut session = self.session.subscribe();
+        if session.wait_for(|s| !s.refused).await.is_err() {
+            // Not reachable; but returning would let a caller spin.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// `base` + `/v1/...`; segments are percent-encoded, so an id can never
@@ -108,12 +205,19 @@ impl Client {
         url
     }
 
+    /// Registers with `enrollment` (none for a controller in open mode) and
+    /// makes the agent token it answers the one every later call sends.
     pub(crate) async fn register(
         &self,
         request: &RegisterAgentRequest,
-    ) -> Result<Agent, CallError> {
+        enrollment: Option<&Token>,
+    ) -> Result<RegisteredAgent, CallError> {
         let url = self.url(&["v1", "agents", "register"]);
-        decode(send(self.http.post(url).json(request)).await?).await
+        let builder = with_token(self.http.post(url).json(request), enrollment);
+        let registered: RegisteredAgent = decode(send(builder).await?).await?;
+        let token = Some(Token::new(registered.token.clone())).filter(|t| !t.is_empty());
+        self.set_token(token);
+        Ok(registered)
     }
 
     /// Blocks at the controller until a job or a cancel is ready, or `wait` ends.
@@ -132,7 +236,7 @@ impl Client {
             .post(url)
             .timeout(wait + LONG_POLL_SLACK)
             .json(request);
-        decode(send(builder).await?).await
+        decode(self.send_as_agent(builder).await?).await
     }
 
     pub(crate) async fn append_logs(
@@ -141,7 +245,9 @@ impl Client {
         request: &AppendLogsRequest,
     ) -> Result<(), CallError> {
         let url = self.url(&["v1", "jobs", job_id, "logs"]);
-        send(self.http.post(url).json(request)).await.map(drop)
+        self.send_as_agent(self.http.post(url).json(request))
+            .await
+            .map(drop)
     }
 
     pub(crate) async fn update_status(
@@ -150,7 +256,45 @@ impl Client {
         request: &UpdateJobStatusRequest,
     ) -> Result<(), CallError> {
         let url = self.url(&["v1", "jobs", job_id, "status"]);
-        send(self.http.put(url).json(request)).await.map(drop)
+        self.send_as_agent(self.http.put(url).json(request))
+            .await
+            .map(drop)
+    }
+
+    /// Sends with the agent token; a 401 marks that token refused.
+    async fn send_as_agent(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CallError> {
+        let (token, generation) = {
+            let session = self.session.borrow();
+            (session.token.clone(), session.generation)
+        };
+        let result = send(with_token(builder, token.as_ref())).await;
+        if let Err(err) = &result
+            && err.is_unauthorized()
+        {
+            self.mark_refused(generation);
+        }
+        result
+    }
+
+    /// Marks the token of `generation` refused, if it is still the one in use.
+    fn mark_refused(&self, generation: u64) {
+        self.session.send_if_modified(|session| {
+            let now_refused = session.generation == generation && !session.refused;
+            session.refused |= now_refused;
+            now_refused
+        });
+    }
+}
+
+/// `Authorization: Bearer …` when there is a token. reqwest marks the header
+/// sensitive, so its own `Debug` output masks it too.
+fn with_token(builder: reqwest::RequestBuilder, token: Option<&Token>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) if !token.is_empty() => builder.bearer_auth(token.expose()),
+        _ => builder,
     }
 }
 
@@ -201,6 +345,34 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:8080/v1/agents/register"
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_refusal_of_the_token_in_use_counts() {
+        let base: Url = "http://127.0.0.1:9".parse().unwrap();
+        let client = Client::new(&base).unwrap();
+        let clone = client.clone();
+        client.set_token(Some(Token::new("first")));
+        let first = client.session.borrow().generation;
+        client.set_token(Some(Token::new("second")));
+
+        // A call made with the first token, answered after the switch.
+        client.mark_refused(first);
+        assert!(!client.session.borrow().refused);
+        clone.renewed().await;
+
+        client.mark_refused(first + 1);
+        assert!(clone.session.borrow().refused);
+        clone.refused().await;
+        let renewed = tokio::spawn({
+            let clone = clone.clone();
+            async move { clone.renewed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!renewed.is_finished());
+        client.set_token(Some(Token::new("third")));
+        renewed.await.unwrap();
+        assert_eq!(format!("{:?}", clone.token()), "Some(Token(***))");
     }
 
     #[test]

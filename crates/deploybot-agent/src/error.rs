@@ -17,6 +17,16 @@ pub enum AgentError {
     /// same hostname and capabilities would be refused again.
     #[error("the controller refused to register this agent ({status}): {message}")]
     Rejected { status: u16, message: String },
+    /// The controller requires an enrollment token (401), none is configured,
+    /// and the state directory holds no agent token to carry on with.
+    #[error(
+        "the controller requires an enrollment token to register this agent ({message}): set DEPLOYBOT_ENROLLMENT_TOKEN or --enrollment-token-file"
+    )]
+    EnrollmentTokenMissing { message: String },
+    /// The configured enrollment token was refused: 401 (unknown, expired
+    /// or used up) or 403 (a valid token, but not an enrollment token).
+    #[error("the controller refused the enrollment token ({status}): {message}")]
+    EnrollmentTokenRefused { status: u16, message: String },
     /// The state directory or the identity file in it could not be written.
     #[error("cannot write the agent identity {}: {source}", path.display())]
     Identity {

@@ -5,17 +5,19 @@
 
 use std::io;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deploybot_wire::{Job, JobStatus, LogStream, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::client::Client;
+use crate::client::{Client, Token};
 use crate::output::{self, RawLine};
+use crate::policy::Policy;
 use crate::redact::Redactor;
 use crate::report::{Outcome, exited, human, report, with_tail};
-use crate::runner::{self, Spawned};
+use crate::runner::{self, Launch, Spawned};
 use crate::uploader::{Delivery, Uploader};
 
 /// After the command and its group are gone, how long to wait for the output
@@ -40,6 +42,10 @@ pub(crate) struct JobSettings {
     pub(crate) client: Client,
     pub(crate) agent_id: String,
     pub(crate) kill_grace: Duration,
+    /// `None`: every job runs its controller's deploy spec.
+    pub(crate) policy: Option<Arc<Policy>>,
+    /// Only to hide it in the output, should a deploy print it.
+    pub(crate) enrollment_token: Option<Token>,
 }
 
 /// A job running in its own task.
@@ -84,15 +90,37 @@ impl RunningJob {
 
 #[tracing::instrument(name = "job", skip_all, fields(job = %job.id, app = %job.app))]
 async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<StopReason>>) {
-    tracing::info!(command = ?job.deploy.command, "deploy starting");
-    let redactor = Redactor::from_env_and(&job.deploy.env);
+    let launch = match &settings.policy {
+        Some(policy) => policy.launch(&job),
+        None => Ok(Launch::from_spec(&job.deploy)),
+    };
+    // The controller's env too, although a policy command does not get it:
+    // hiding a value too many is harmless.
+    let env = launch.iter().flat_map(|l| l.env).chain(&job.deploy.env);
+    let own_tokens = settings
+        .client
+        .token()
+        .into_iter()
+        .chain(settings.enrollment_token.clone());
+    let redactor =
+        Redactor::from_env_and(env).with_secrets(own_tokens.map(|token| token.expose().to_owned()));
     let mut uploader = Uploader::start(
         settings.client.clone(),
         job.id.clone(),
         job.lease,
         settings.agent_id.clone(),
     );
-    let outcome = match runner::spawn(&job) {
+    let started = match &launch {
+        Ok(launch) => {
+            tracing::info!(command = ?launch.command, from_policy = launch.from_policy, "deploy starting");
+            runner::spawn(&job, launch)
+        }
+        Err(refusal) => {
+            tracing::warn!(reason = %refusal, "not running the job");
+            Err(refusal.clone())
+        }
+    };
+    let outcome = match started {
         Ok(spawned) => {
             supervise(spawned, &job, &settings, redactor, &mut uploader, &mut stop).await
         }

@@ -11,13 +11,18 @@
 //! - `output.rs`: reading stdout and stderr as lines; `redact.rs`: hiding
 //!   secrets in them; `uploader.rs` and `buffer.rs`: batching and retrying
 //!   log uploads.
-//! - `client.rs`: the controller's HTTP API; `backoff.rs`: retry delays;
-//!   `identity.rs`: `state_dir/agent.json`.
+//! - `client.rs`: the controller's HTTP API and the agent token it sends;
+//!   `backoff.rs`: retry delays; `identity.rs`: `state_dir/agent.json` (the
+//!   agent's id and token).
+//! - `policy.rs`: the host's policy file: which apps may deploy here, and
+//!   commands that replace the controller's.
 //!
 //! Architecture invariants: the agent speaks to the controller only through
 //! the `deploybot-wire` types; a job's fields reach the deploy command only
 //! as environment variables; a job is reported only after all its output is
-//! uploaded, and never once the controller has taken it away (404/409).
+//! uploaded, and never once the controller has taken it away (404/409); a
+//! call refused with 401 is sent again after the agent registered again,
+//! never dropped; tokens never appear in logs or `Debug` output.
 
 mod agent;
 mod backoff;
@@ -27,6 +32,7 @@ mod error;
 mod identity;
 mod job;
 mod output;
+mod policy;
 mod redact;
 mod report;
 mod runner;
@@ -36,8 +42,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use client::Token;
 pub use error::AgentError;
+pub use policy::{Policy, PolicyError};
 pub use reqwest::Url;
+
+/// The environment variable the binary reads the enrollment token from.
+/// Deploy commands do not inherit it.
+pub const ENROLLMENT_TOKEN_ENV: &str = "DEPLOYBOT_ENROLLMENT_TOKEN";
 
 /// How long each heartbeat waits at the controller for a job.
 pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(25);
@@ -64,10 +76,18 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// On shutdown, how long to let a running deploy finish.
     pub shutdown_grace: Duration,
+    /// Sent when registering. `None` for a controller in open mode, or for
+    /// an agent whose state directory holds an agent token from an earlier
+    /// registration (used until the controller refuses it).
+    pub enrollment_token: Option<Token>,
+    /// Which apps may deploy here and how; `None` runs every job as the
+    /// controller specifies it.
+    pub policy: Option<Policy>,
 }
 
 impl AgentConfig {
-    /// A config with no capabilities and the default durations.
+    /// A config with no capabilities, no enrollment token, no policy and the
+    /// default durations.
     pub fn new(
         controller: Url,
         hostname: impl Into<String>,
@@ -81,6 +101,8 @@ impl AgentConfig {
             poll_wait: DEFAULT_POLL_WAIT,
             kill_grace: DEFAULT_KILL_GRACE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            enrollment_token: None,
+            policy: None,
         }
     }
 }
@@ -90,7 +112,8 @@ impl AgentConfig {
 ///
 /// An unreachable controller is waited for, never an error: the error cases
 /// are a controller URL that cannot work, a registration the controller
-/// refuses, and a state directory that cannot be written.
+/// refuses at start (unless an agent token saved by an earlier run lets the
+/// agent carry on), and a state directory that cannot be written.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -34,9 +34,19 @@ impl Redactor {
             .map(|(_, value)| value.into())
             .filter(|value| value.chars().count() >= MIN_SECRET_CHARS)
             .collect();
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        secrets.dedup();
+        sort(&mut secrets);
         Redactor { secrets }
+    }
+
+    /// Also hides `values` whatever their names: the agent's own tokens.
+    pub(crate) fn with_secrets(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.secrets.extend(
+            values
+                .into_iter()
+                .filter(|value| value.chars().count() >= MIN_SECRET_CHARS),
+        );
+        sort(&mut self.secrets);
+        self
     }
 
     /// Secrets from the agent's own environment plus `extra` (a job's env).
@@ -64,6 +74,11 @@ impl Redactor {
         }
         text
     }
+}
+
+fn sort(secrets: &mut Vec<String>) {
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -97,6 +112,13 @@ mod tests {
     fn longer_secrets_win_over_their_substrings() {
         let redactor = Redactor::new([("A_TOKEN", "abcd"), ("B_TOKEN", "abcdefgh")]);
         assert_eq!(redactor.redact("x abcdefgh y abcd"), "x *** y ***");
+    }
+
+    #[test]
+    fn the_agents_tokens_are_hidden_whatever_their_names() {
+        let redactor = Redactor::new([("A_TOKEN", "abcd")])
+            .with_secrets(["abcdefgh".to_owned(), "xyz".to_owned()]);
+        assert_eq!(redactor.redact("abcdefgh abcd xyz"), "*** *** xyz");
     }
 
     #[test]

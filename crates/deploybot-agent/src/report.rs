@@ -75,7 +75,8 @@ pub(crate) fn human(duration: Duration) -> String {
 }
 
 /// Reports the outcome until the controller has it: transient failures are
-/// retried for as long as it takes, a refusal (409, 404) ends it.
+/// retried for as long as it takes, and so is a refused agent token (401),
+/// once the agent has registered again; a refusal (409, 404) ends it.
 pub(crate) async fn report(
     settings: &JobSettings,
     job_id: &str,
@@ -95,6 +96,10 @@ pub(crate) async fn report(
             Ok(()) => {
                 tracing::info!(status = %request.status, exit_code = ?request.exit_code, "deploy reported");
                 return;
+            }
+            Err(err) if err.is_unauthorized() => {
+                tracing::warn!(job = %job_id, "report refused: the agent token is no longer valid; waiting for the agent to register again");
+                settings.client.renewed().await;
             }
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "cannot report the deploy yet; retrying");

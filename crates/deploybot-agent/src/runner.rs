@@ -7,13 +7,37 @@
 //! can be signalled at once: a deploy script's `sleep &` or a forgotten
 //! server must not outlive a timeout or keep our output pipes open.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use deploybot_wire::{Job, job_env};
+use deploybot_wire::{DeploySpec, Job, job_env};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+use crate::ENROLLMENT_TOKEN_ENV;
+
+/// What to run for a job: the controller's deploy spec, or the command the
+/// agent's policy puts in its place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Launch<'a> {
+    pub(crate) command: &'a [String],
+    pub(crate) workdir: Option<&'a Path>,
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) from_policy: bool,
+}
+
+impl<'a> Launch<'a> {
+    pub(crate) fn from_spec(deploy: &'a DeploySpec) -> Self {
+        Launch {
+            command: &deploy.command,
+            workdir: deploy.workdir.as_deref().map(Path::new),
+            env: &deploy.env,
+            from_policy: false,
+        }
+    }
+}
 
 /// A started deploy command.
 pub(crate) struct Spawned {
@@ -24,17 +48,24 @@ pub(crate) struct Spawned {
     pub(crate) stderr: ChildStderr,
 }
 
-/// Starts the job's command; the error is a sentence for the job's report.
-pub(crate) fn spawn(job: &Job) -> Result<Spawned, String> {
-    let deploy = &job.deploy;
-    let Some((program, args)) = deploy.command.split_first() else {
+/// Starts `launch` for `job`; the error is a sentence for the job's report.
+pub(crate) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, String> {
+    let Some((program, args)) = launch.command.split_first() else {
         return Err("the deploy command is empty".to_owned());
     };
     let mut command = Command::new(program);
     command
         .args(args)
-        .envs(&deploy.env)
-        // After `deploy.env`, so a job's configuration cannot fake them.
+        // DeployBot's credentials are no business of a deploy script's (a
+        // host running controller and agent may share an environment).
+        .env_remove(ENROLLMENT_TOKEN_ENV)
+        .env_remove("DEPLOYBOT_ADMIN_TOKEN")
+        .env_remove("DEPLOYBOT_TOKEN")
+        .env_remove("DEPLOYBOT_WEBHOOK_SECRET")
+        .env_remove("DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS")
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .envs(launch.env)
+        // After `launch.env`, so a job's configuration cannot fake them.
         .env(job_env::JOB_ID, &job.id)
         .env(job_env::APP, &job.app)
         .env(job_env::REPO, &job.repo)
@@ -49,23 +80,25 @@ pub(crate) fn spawn(job: &Job) -> Result<Spawned, String> {
         // Only a backstop should the job's task be dropped: normally the
         // group is killed explicitly.
         .kill_on_drop(true);
-    if let Some(workdir) = &deploy.workdir {
+    if let Some(workdir) = launch.workdir {
         // Checked first: exec's ENOENT would blame the program instead.
         match std::fs::metadata(workdir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
                 return Err(format!(
-                    "cannot start {program}: working directory {workdir} is not a directory"
+                    "cannot start {program}: working directory {} is not a directory",
+                    workdir.display()
                 ));
             }
             Err(err) => {
                 return Err(format!(
-                    "cannot start {program}: working directory {workdir}: {}",
+                    "cannot start {program}: working directory {}: {}",
+                    workdir.display(),
                     os_message(&err)
                 ));
             }
         }
-        command.current_dir(Path::new(workdir));
+        command.current_dir(workdir);
     }
     let mut child = command
         .spawn()

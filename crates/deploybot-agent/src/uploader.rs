@@ -5,7 +5,8 @@
 //! 50 ms: a chatty build becomes a few large requests, a quiet one still
 //! shows up live. A failed batch is sent again unchanged (same line
 //! numbers), so the controller can drop the lines it already stored and the
-//! log never has a line twice or out of order.
+//! log never has a line twice or out of order. That includes a batch refused
+//! with 401: it waits for the agent to register again and goes out then.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -150,6 +151,12 @@ async fn upload(shared: Arc<Shared>, target: Target, lost: watch::Sender<bool>) 
                     drop(buffer);
                     lost.send_replace(true);
                     return Delivery::LeaseLost;
+                }
+                Err(err) if err.is_unauthorized() => {
+                    // The same batch goes again with the new token, so
+                    // nothing is lost or stored twice.
+                    tracing::warn!(job = %target.job_id, "log upload refused: the agent token is no longer valid; waiting for the agent to register again");
+                    target.client.renewed().await;
                 }
                 Err(err) if err.is_retryable() => {
                     tracing::warn!(job = %target.job_id, error = %err, "log upload failed; retrying");

@@ -7,7 +7,7 @@ use deploybot_wire::names;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::{App, AppsError, DEFAULT_TIMEOUT_SECS, DeploySpec, Problem};
+use crate::{App, AppSecret, AppsError, DEFAULT_TIMEOUT_SECS, DeploySpec, Problem};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,9 @@ struct RawApp {
     tags: Vec<Spanned<String>>,
     #[serde(default)]
     deploy: Option<RawDeploy>,
+    /// Name of the environment variable holding this app's webhook secret.
+    #[serde(default)]
+    webhook_secret_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +121,11 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Vec<App>, AppsError> {
     }
 }
 
+fn is_env_name(key: &str) -> bool {
+    key.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// serde-saphyr appends its own location to messages; we print ours in front.
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message);
@@ -130,6 +138,9 @@ fn first_line(message: &str) -> String {
 fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option<App> {
     let before = c.problems.len();
     let name = raw.name.value;
+    // How the name appears in messages: escaped, so a name with a line break
+    // cannot split a problem over two lines.
+    let label = name.escape_debug().to_string();
     if let Err(why) = names::check_app_name(&name) {
         c.report(raw.name.referenced, why);
     } else if !seen.insert(name.clone()) {
@@ -139,23 +150,23 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
         );
     }
     if let Err(why) = names::check_repo(&raw.repo.value) {
-        c.report(raw.repo.referenced, format!("app {name}: {why}"));
+        c.report(raw.repo.referenced, format!("app {label}: {why}"));
     }
 
     if raw.hosts.value.is_empty() {
         c.report(
             raw.hosts.referenced,
-            format!("app {name}: hosts is empty; list at least one host"),
+            format!("app {label}: hosts is empty; list at least one host"),
         );
     }
     let mut hosts: Vec<String> = Vec::with_capacity(raw.hosts.value.len());
     for host in raw.hosts.value {
         if let Err(why) = names::check_hostname(&host.value) {
-            c.report(host.referenced, format!("app {name}: {why}"));
+            c.report(host.referenced, format!("app {label}: {why}"));
         } else if hosts.contains(&host.value) {
             c.report(
                 host.referenced,
-                format!("app {name}: host {:?} is listed twice", host.value),
+                format!("app {label}: host {:?} is listed twice", host.value),
             );
         } else {
             hosts.push(host.value);
@@ -164,24 +175,54 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
 
     let branches = raw
         .branches
-        .map(|patterns| compile_patterns(c, &name, "branches", patterns));
-    let tags = compile_patterns(c, &name, "tags", raw.tags);
+        .map(|patterns| compile_patterns(c, &label, "branches", patterns));
+    let tags = compile_patterns(c, &label, "tags", raw.tags);
 
     let deploy = match raw.deploy {
-        Some(deploy) => check_deploy(c, &name, deploy),
+        Some(deploy) => check_deploy(c, &label, deploy),
         None => {
             c.report(
                 raw.name.referenced,
-                format!("app {name}: missing `deploy` section (it needs at least `command`)"),
+                format!("app {label}: missing `deploy` section (it needs at least `command`)"),
             );
             None
         }
     };
 
+    let webhook_secret = raw.webhook_secret_env.and_then(|var| {
+        let value = is_env_name(&var.value)
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "app {label}: webhook_secret_env {:?} must be letters, digits and '_', not starting with a digit",
+                    var.value
+                )
+            })
+            .and_then(|()| {
+                std::env::var(&var.value)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "app {label}: webhook_secret_env names {}, which is not set in the controller's environment",
+                            var.value
+                        )
+                    })
+            });
+        match value {
+            Ok(secret) => Some(AppSecret(secret)),
+            Err(why) => {
+                c.report(var.referenced, why);
+                None
+            }
+        }
+    });
+
     if c.problems.len() > before {
         return None;
     }
     Some(App {
+        webhook_secret,
         name,
         repo: raw.repo.value,
         hosts,
@@ -251,9 +292,7 @@ fn check_deploy(c: &mut Checker, app: &str, raw: RawDeploy) -> Option<DeploySpec
     });
     let env = raw.env.value;
     for key in env.keys() {
-        let valid = key.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
+        if !is_env_name(key) {
             c.report(
                 raw.env.referenced,
                 format!(

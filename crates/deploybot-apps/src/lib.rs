@@ -42,6 +42,25 @@ pub struct App {
     /// Tag patterns; empty means tag pushes never deploy.
     pub tags: Vec<glob::Pattern>,
     pub deploy: DeploySpec,
+    /// The app's own webhook secret (from the variable `webhook_secret_env`
+    /// names): deliveries for this app must be signed with it.
+    pub webhook_secret: Option<AppSecret>,
+}
+
+/// A secret read from the environment; masked in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppSecret(String);
+
+impl AppSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppSecret(***)")
+    }
 }
 
 impl App {

@@ -26,6 +26,10 @@ impl ApiError {
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -46,6 +50,11 @@ impl ApiError {
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
+
+    /// A valid credential without the right to do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -59,6 +68,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(why) => ApiError::conflict(why),
+            StoreError::NotYours(why) => ApiError::forbidden(why),
             other => {
                 // The cause goes to the log, never to the client.
                 tracing::error!(error = %other, "database failure");

@@ -17,6 +17,8 @@
 //! [`deploybot_store::Store`]; in-memory structures are hints or caches
 //! rebuilt from the store at start.
 
+mod audit;
+mod auth;
 mod dispatch;
 mod error;
 mod live;
@@ -39,6 +41,7 @@ use deploybot_apps::{AppsConfig, AppsError};
 use deploybot_store::StoreError;
 use tokio::net::TcpListener;
 
+pub use auth::{API_PREFIX, ENROLL_PREFIX, new_token};
 pub use settings::{Settings, SettingsError, SettingsLayer};
 
 use dispatch::Dispatch;
@@ -69,6 +72,40 @@ pub struct Controller {
     apps_path: PathBuf,
     apps_required: bool,
     retention: maintenance::Retention,
+    bootstrap_admin_token: Option<String>,
+}
+
+/// With no admin token configured and none in the database, makes one: the
+/// only way in for a fresh install. Returned to be shown once.
+async fn bootstrap_admin(
+    store: &dyn deploybot_store::Store,
+    auth: &auth::Auth,
+) -> Result<Option<String>, StartError> {
+    if auth.has_configured_admin() || store.any_admin_token().await? {
+        return Ok(None);
+    }
+    let token = auth::new_token(auth::API_PREFIX);
+    let info = store
+        .create_token(deploybot_store::NewToken {
+            id: auth::new_token_id(),
+            hash: auth::hash_token(&token),
+            name: "bootstrap admin".to_owned(),
+            role: deploybot_wire::TokenRole::Admin,
+            apps: None,
+            single_use: false,
+            expires_at: None,
+        })
+        .await?;
+    store
+        .record_audit(deploybot_store::NewAudit {
+            actor: "controller".to_owned(),
+            action: "create_token".to_owned(),
+            target: info.id,
+            address: None,
+            result: "ok: the bootstrap admin token, made on first start".to_owned(),
+        })
+        .await?;
+    Ok(Some(token))
 }
 
 fn load_apps(path: &Path, required: bool) -> Result<Option<AppsConfig>, AppsError> {
@@ -117,13 +154,32 @@ impl Controller {
             database = %deploybot_store::redact_url(&settings.database_url),
             "controller ready"
         );
+        let auth = auth::Auth::new(
+            settings.insecure_no_auth,
+            settings.admin_token.as_ref(),
+            settings.enrollment_token.as_ref(),
+        );
+        let bootstrap_admin_token = if settings.insecure_no_auth {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {} can deploy, cancel and read everything. Use this for local experiments only.",
+                settings.listen
+            );
+            None
+        } else {
+            bootstrap_admin(store.as_ref(), &auth).await?
+        };
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = AppState::new(state::Shared {
             store,
+            auth,
             apps: Arc::new(AppsHandle::new(apps)),
             presence: Arc::new(Presence::new(&agents)),
             dispatch: Arc::new(Dispatch::new(pending, cancels)),
-            webhook_secret: settings.webhook_secret.map(Arc::new),
+            webhook_secrets: settings
+                .webhook_secret
+                .into_iter()
+                .chain(settings.webhook_secret_previous)
+                .collect(),
             lease_timeout: settings.lease_timeout,
             live: live::Live::default(),
             stopping,
@@ -148,7 +204,15 @@ impl Controller {
                 keep_jobs: settings.log_retention_jobs,
                 keep_days: settings.log_retention_days,
             },
+            bootstrap_admin_token,
         })
+    }
+
+    /// The admin token this start made because none existed (first start
+    /// without `DEPLOYBOT_ADMIN_TOKEN`). The caller shows it once; it is
+    /// never available again.
+    pub fn bootstrap_admin_token(&self) -> Option<&str> {
+        self.bootstrap_admin_token.as_deref()
     }
 
     /// The bound address (useful with port 0).
@@ -170,7 +234,7 @@ impl Controller {
         if let Some(hangups) = self.hangups {
             tokio::spawn(reload_on_sighup(
                 hangups,
-                self.state.apps.clone(),
+                self.state.clone(),
                 self.apps_path.clone(),
                 self.apps_required,
                 stopping,
@@ -192,7 +256,7 @@ impl Controller {
 #[cfg(unix)]
 async fn reload_on_sighup(
     mut hangups: tokio::signal::unix::Signal,
-    apps: Arc<AppsHandle>,
+    state: AppState,
     path: PathBuf,
     required: bool,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -202,20 +266,40 @@ async fn reload_on_sighup(
             _ = hangups.recv() => {}
             _ = stopped.changed() => return,
         }
-        match load_apps(&path, required) {
+        let result = match load_apps(&path, required) {
             Ok(Some(config)) => {
                 let count = config.apps().len();
-                apps.replace(config);
+                state.apps.replace(config);
                 tracing::info!(path = %path.display(), apps = count, "reloaded apps.yaml");
+                format!("ok: {count} apps")
             }
-            Ok(None) => tracing::warn!(
-                path = %path.display(),
-                "apps.yaml not found; keeping the previous config"
-            ),
-            Err(err) => tracing::error!(
-                path = %path.display(),
-                "apps.yaml reload failed; keeping the previous config:\n{err}"
-            ),
+            Ok(None) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "apps.yaml not found; keeping the previous config"
+                );
+                "failed: the file is missing; the previous config stays".to_owned()
+            }
+            Err(err) => {
+                tracing::error!(
+                    path = %path.display(),
+                    "apps.yaml reload failed; keeping the previous config:\n{err}"
+                );
+                "failed: the file is invalid; the previous config stays".to_owned()
+            }
+        };
+        let audit = state
+            .store
+            .record_audit(deploybot_store::NewAudit {
+                actor: "controller".to_owned(),
+                action: "reload_config".to_owned(),
+                target: path.display().to_string(),
+                address: None,
+                result,
+            })
+            .await;
+        if let Err(err) = audit {
+            tracing::error!(error = %err, "cannot record the reload in the audit log");
         }
     }
 }

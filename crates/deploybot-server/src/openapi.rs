@@ -2,18 +2,21 @@
 //! from assets compiled into the binary, so they work offline.
 
 use axum::Router;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{agents, deliveries, health, hosts, jobs, logs, webhooks};
+use crate::routes::{agents, audit, deliveries, health, hosts, jobs, logs, tokens, webhooks};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "DeployBot",
-        description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`."
+        description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`. Every endpoint but the webhook (signed), /health and the docs needs `Authorization: Bearer <token>`: 401 without a valid one, 403 when its role does not allow the call."
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     paths(
         webhooks::github,
         deliveries::list,
@@ -29,6 +32,11 @@ use crate::state::AppState;
         agents::register,
         agents::heartbeat,
         agents::list,
+        agents::revoke,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
+        audit::list,
         hosts::list,
         health::health,
     ),
@@ -38,10 +46,30 @@ use crate::state::AppState;
         (name = "agents", description = "The processes that run deployments on hosts"),
         (name = "hosts", description = "Deployment targets"),
         (name = "logs", description = "Deploy output, paged or live"),
+        (name = "tokens", description = "Credentials for people, CI and agent enrollment"),
+        (name = "audit", description = "Who did what"),
         (name = "health", description = "Probes"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer token scheme the API uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("dbt_…")
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub fn routes() -> Router<AppState> {
     SwaggerUi::new("/docs")

@@ -59,6 +59,17 @@ impl Presence {
         );
     }
 
+    /// Forgets a revoked agent: its heartbeats are unknown from now on.
+    /// Returns its host.
+    pub fn revoked(&self, agent_id: &str) -> Option<String> {
+        self.lock().remove(agent_id).map(|seen| seen.hostname)
+    }
+
+    /// Whether the agent is registered (and not revoked).
+    pub fn knows(&self, agent_id: &str) -> bool {
+        self.lock().contains_key(agent_id)
+    }
+
     /// Records a heartbeat; returns the agent's hostname, or `None` for an
     /// unknown agent.
     pub fn beat(&self, agent_id: &str, status: AgentStatus) -> Option<String> {

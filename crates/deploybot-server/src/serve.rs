@@ -12,14 +12,21 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use axum::Extension;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Layer;
 
 /// hyper's smallest allowed cap.
 const READ_BUFFER: usize = 8 * 1024;
+/// A client must send a request's head within this, so slow or silent
+/// clients cannot hold connections (and their buffers) forever. Long-polls
+/// and streams are unaffected: their heads arrive at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before accepting again when accepting fails (e.g. out of
 /// file descriptors), instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -32,13 +39,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut connections = http1::Builder::new();
-    connections.max_buf_size(READ_BUFFER);
+    connections
+        .max_buf_size(READ_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -48,8 +58,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = connections
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = connections.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone())),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {

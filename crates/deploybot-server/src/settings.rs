@@ -44,6 +44,10 @@ pub struct SettingsLayer {
     pub apps: Option<PathBuf>,
     pub database_url: Option<String>,
     pub webhook_secret: Option<Secret>,
+    pub webhook_secret_previous: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub enrollment_token: Option<Secret>,
+    pub insecure_no_auth: Option<bool>,
     pub lease_timeout: Option<String>,
     pub log_retention_jobs: Option<u32>,
     pub log_retention_days: Option<u32>,
@@ -64,6 +68,12 @@ impl SettingsLayer {
             apps: self.apps.or(lower.apps),
             database_url: self.database_url.or(lower.database_url),
             webhook_secret: self.webhook_secret.or(lower.webhook_secret),
+            webhook_secret_previous: self
+                .webhook_secret_previous
+                .or(lower.webhook_secret_previous),
+            admin_token: self.admin_token.or(lower.admin_token),
+            enrollment_token: self.enrollment_token.or(lower.enrollment_token),
+            insecure_no_auth: self.insecure_no_auth.or(lower.insecure_no_auth),
             lease_timeout: self.lease_timeout.or(lower.lease_timeout),
             log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
             log_retention_days: self.log_retention_days.or(lower.log_retention_days),
@@ -93,6 +103,15 @@ pub struct Settings {
     pub database_url: String,
     /// Key of the webhook HMAC; webhooks are refused while it is unset.
     pub webhook_secret: Option<Secret>,
+    /// The secret before a rotation, accepted beside the current one until
+    /// unset.
+    pub webhook_secret_previous: Option<Secret>,
+    /// A configured admin token (any string of 16+ characters).
+    pub admin_token: Option<Secret>,
+    /// A configured enrollment token for agents (16+ characters).
+    pub enrollment_token: Option<Secret>,
+    /// No authentication at all: the seed's open mode, for experiments.
+    pub insecure_no_auth: bool,
     /// An agent silent this long is offline and loses its running job.
     pub lease_timeout: Duration,
     /// Logs are kept for the newest this many jobs of each app…
@@ -142,6 +161,11 @@ impl Settings {
                 ))
             })?;
         let webhook_secret = layer.webhook_secret.filter(|s| !s.expose().is_empty());
+        let webhook_secret_previous = layer
+            .webhook_secret_previous
+            .filter(|s| !s.expose().is_empty());
+        let admin_token = configured_token("admin token", layer.admin_token)?;
+        let enrollment_token = configured_token("enrollment token", layer.enrollment_token)?;
         Ok(Settings {
             listen,
             data_dir,
@@ -149,6 +173,10 @@ impl Settings {
             apps_required,
             database_url,
             webhook_secret,
+            webhook_secret_previous,
+            admin_token,
+            enrollment_token,
+            insecure_no_auth: layer.insecure_no_auth.unwrap_or(false),
             lease_timeout,
             log_retention_jobs: layer
                 .log_retention_jobs
@@ -158,6 +186,25 @@ impl Settings {
                 .log_retention_days
                 .unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
         })
+    }
+}
+
+/// The shortest configured token: guessing must stay out of reach.
+const MIN_CONFIGURED_TOKEN: usize = 16;
+
+fn configured_token(what: &str, token: Option<Secret>) -> Result<Option<Secret>, SettingsError> {
+    match token {
+        Some(token) if token.expose().is_empty() => Ok(None),
+        Some(token)
+            if token.expose().len() < MIN_CONFIGURED_TOKEN
+                || token.expose().chars().any(|c| c.is_control() || c == ' ') =>
+        {
+            Err(SettingsError(format!(
+                "the {what} must be at least {MIN_CONFIGURED_TOKEN} characters without spaces; \
+                 `openssl rand -hex 32` makes a good one"
+            )))
+        }
+        token => Ok(token),
     }
 }
 
@@ -187,6 +234,21 @@ data_dir = "{DEFAULT_DATA_DIR}"
 # refused until it is set. Prefer the environment over this file for secrets.
 #                                                       env: DEPLOYBOT_WEBHOOK_SECRET (or GITHUB_WEBHOOK_SECRET)
 # webhook_secret = "change-me"
+# During a rotation, the previous secret is accepted too until you unset it.
+#                                                       env: DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS
+# webhook_secret_previous = "old-secret"
+
+# Authentication is on. Every API call needs `Authorization: Bearer <token>`.
+# An admin token: when none is set and the database holds none, the controller
+# makes one on first start and prints it once.  env: DEPLOYBOT_ADMIN_TOKEN
+# admin_token = "at-least-16-characters"
+# A token agents enroll with (POST /v1/agents/register). More, single-use or
+# expiring, can be made with `POST /v1/tokens` (role "enroll").
+#                                                       env: DEPLOYBOT_ENROLLMENT_TOKEN
+# enrollment_token = "at-least-16-characters"
+# No authentication at all (the seed's open mode): local experiments only.
+#                                                       env: DEPLOYBOT_INSECURE_NO_AUTH   flag: --insecure-no-auth
+insecure_no_auth = false
 
 # An agent silent for this long is offline, and the job it runs becomes `lost`.
 #                                                       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout

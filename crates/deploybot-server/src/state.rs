@@ -6,6 +6,7 @@ use std::time::Duration;
 use deploybot_apps::AppsConfig;
 use deploybot_store::Store;
 
+use crate::auth::Auth;
 use crate::dispatch::Dispatch;
 use crate::live::Live;
 use crate::presence::Presence;
@@ -32,10 +33,12 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub store: Arc<dyn Store>,
+    pub auth: Auth,
     pub apps: Arc<AppsHandle>,
     pub presence: Arc<Presence>,
     pub dispatch: Arc<Dispatch>,
-    pub webhook_secret: Option<Arc<Secret>>,
+    /// Webhook HMAC keys: the current secret, then the previous one.
+    pub webhook_secrets: Vec<Secret>,
     /// Agents silent this long are offline and lose their running job.
     pub lease_timeout: Duration,
     pub live: Live,

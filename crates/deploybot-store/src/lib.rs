@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deploybot_wire::{
-    Agent, AgentStatus, DeliveryVerdict, DeploySpec, Job, JobSource, JobStatus, LogEntry, LogLine,
-    Timestamp,
+    Agent, AgentStatus, AuditEntry, DeliveryVerdict, DeploySpec, Job, JobSource, JobStatus,
+    LogEntry, LogLine, Timestamp, TokenInfo, TokenRole,
 };
 
 pub use sqlite::SqliteStore;
@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The change conflicts with the record's current state; nothing changed.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not change this record (e.g. a job leased to another
+    /// agent); nothing changed.
+    #[error("{0}")]
+    NotYours(String),
     /// The database failed. The text is for logs, never for clients.
     #[error("database error: {0}")]
     Database(String),
@@ -85,6 +89,8 @@ pub struct NewDelivery {
     pub sha: Option<String>,
     pub verdict: DeliveryVerdict,
     pub message: String,
+    /// The sender's address, for the audit log.
+    pub address: Option<String>,
 }
 
 /// What recording a delivery did.
@@ -183,6 +189,50 @@ pub struct HostJobs {
     pub pending: u64,
 }
 
+/// An API or enrollment token to store. The secret itself never reaches
+/// the store: only its hash.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    pub name: String,
+    pub role: TokenRole,
+    pub apps: Option<Vec<String>>,
+    pub single_use: bool,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The agent an agent token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredential {
+    pub agent_id: String,
+    pub hostname: String,
+}
+
+/// A registration to record.
+#[derive(Debug, Clone)]
+pub struct NewRegistration {
+    /// The id a host gets the first time it registers.
+    pub new_id: String,
+    pub hostname: String,
+    pub capabilities: Vec<String>,
+    /// Hash of the agent's new token; replaces the previous one.
+    pub token_hash: String,
+    /// A single-use enrollment token to mark used in the same transaction.
+    pub use_enrollment_token: Option<String>,
+}
+
+/// An audit log entry to record.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub address: Option<String>,
+    pub result: String,
+}
+
 /// The controller's state. Implemented once per database engine.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -192,12 +242,35 @@ pub trait Store: Send + Sync + 'static {
     /// Registers `hostname`, or refreshes its registration: one hostname, one
     /// agent id, kept across registrations. `new_id` is used for a new host.
     /// Jobs the agent's previous session was running become `lost`.
-    async fn register_agent(
+    async fn register_agent(&self, registration: NewRegistration)
+    -> Result<Registered, StoreError>;
+
+    /// The agent whose current token has this hash.
+    async fn agent_by_token(
         &self,
-        new_id: String,
-        hostname: String,
-        capabilities: Vec<String>,
-    ) -> Result<Registered, StoreError>;
+        token_hash: String,
+    ) -> Result<Option<AgentCredential>, StoreError>;
+
+    /// Forgets the agent's token, so it must enroll again; its running jobs
+    /// become `lost` and are returned.
+    async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError>;
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError>;
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+
+    async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError>;
+
+    /// Revokes a token (again: no change). `NotFound` for an unknown id.
+    async fn revoke_token(&self, id: String) -> Result<TokenInfo, StoreError>;
+
+    /// Whether any unrevoked admin token exists (else the controller makes one).
+    async fn any_admin_token(&self) -> Result<bool, StoreError>;
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError>;
+
+    /// The audit log, newest first, before the entry id `before` if given.
+    async fn audit(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Every registered agent, status as last saved.
     async fn agents(&self) -> Result<Vec<Agent>, StoreError>;

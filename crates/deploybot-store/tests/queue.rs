@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deploybot_store::{
-    Claim, JobFilter, NewDelivery, NewJob, ReportOutcome, StatusReport, Store, StoreError,
+    Claim, JobFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, ReportOutcome,
+    StatusReport, Store, StoreError,
 };
-use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus};
+use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus, TokenRole};
 
 pub struct TestStore {
     store: Arc<dyn Store>,
@@ -232,7 +233,7 @@ async fn reports_follow_the_state_machine() {
         .report_status("j".into(), report(JobStatus::Success, Some("a2")))
         .await;
     assert!(
-        matches!(intruder, Err(StoreError::Conflict(_))),
+        matches!(intruder, Err(StoreError::NotYours(_))),
         "{intruder:?}"
     );
 
@@ -284,6 +285,18 @@ fn delivery(id: &str) -> NewDelivery {
         sha: Some("aaaaaaa".into()),
         verdict: DeliveryVerdict::Queued,
         message: "queued".into(),
+        address: None,
+    }
+}
+
+/// A registration with a token hash of its own.
+fn registration(id: &str, host: &str, capabilities: Vec<String>) -> NewRegistration {
+    NewRegistration {
+        new_id: id.into(),
+        hostname: host.into(),
+        capabilities,
+        token_hash: format!("hash-of-{id}"),
+        use_enrollment_token: None,
     }
 }
 
@@ -391,12 +404,12 @@ async fn agents_keep_their_id_across_registrations() {
     let t = open().await;
     let first = t
         .store
-        .register_agent("id-1".into(), "h1".into(), vec!["docker".into()])
+        .register_agent(registration("id-1", "h1", vec!["docker".into()]))
         .await
         .unwrap();
     let again = t
         .store
-        .register_agent("id-2".into(), "h1".into(), vec![])
+        .register_agent(registration("id-2", "h1", vec![]))
         .await
         .unwrap();
     assert_eq!(first.agent.id, "id-1");
@@ -410,7 +423,7 @@ async fn leases_of_silent_agents_expire_and_only_theirs() {
     let t = open().await;
     let silent = t
         .store
-        .register_agent("silent".into(), "h1".into(), vec![])
+        .register_agent(registration("silent", "h1", vec![]))
         .await
         .unwrap();
     t.store
@@ -424,7 +437,7 @@ async fn leases_of_silent_agents_expire_and_only_theirs() {
     claimed_id(claim(&*t.store, &silent.agent.id, "h1").await);
     let alive = t
         .store
-        .register_agent("alive".into(), "h2".into(), vec![])
+        .register_agent(registration("alive", "h2", vec![]))
         .await
         .unwrap();
     claimed_id(claim(&*t.store, &alive.agent.id, "h2").await);
@@ -508,7 +521,7 @@ async fn registering_again_loses_the_previous_sessions_running_job() {
     let t = open().await;
     let first = t
         .store
-        .register_agent("a".into(), "h1".into(), vec![])
+        .register_agent(registration("a", "h1", vec![]))
         .await
         .unwrap();
     assert!(first.lost.is_empty());
@@ -519,7 +532,7 @@ async fn registering_again_loses_the_previous_sessions_running_job() {
     claimed_id(claim(&*t.store, "a", "h1").await);
     let again = t
         .store
-        .register_agent("b".into(), "h1".into(), vec![])
+        .register_agent(registration("b", "h1", vec![]))
         .await
         .unwrap();
     assert_eq!(again.lost.len(), 1);
@@ -659,5 +672,135 @@ async fn pruning_keeps_the_newest_jobs_and_recent_ones() {
     assert_eq!(
         t.store.job_logs("new".into(), 0, 10).await.unwrap().len(),
         3
+    );
+}
+
+fn token(id: &str, role: TokenRole, single_use: bool) -> NewToken {
+    NewToken {
+        id: id.into(),
+        hash: format!("hash-of-{id}"),
+        name: format!("token {id}"),
+        role,
+        apps: None,
+        single_use,
+        expires_at: None,
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_until_revoked_in_place() {
+    let t = open().await;
+    let store = &t.store;
+    assert!(!store.any_admin_token().await.unwrap());
+    store
+        .create_token(token("tok_a", TokenRole::Admin, false))
+        .await
+        .unwrap();
+    assert!(store.any_admin_token().await.unwrap());
+
+    let found = store
+        .token_by_hash("hash-of-tok_a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id.as_str(), found.role), ("tok_a", TokenRole::Admin));
+    assert!(
+        store
+            .token_by_hash("hash-of-nothing".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let revoked = store.revoke_token("tok_a".into()).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(!store.any_admin_token().await.unwrap());
+    let missing = store.revoke_token("tok_none".into()).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_single_use_enrollment_token_registers_once_and_the_newest_agent_token_wins() {
+    let t = open().await;
+    let store = &t.store;
+    store
+        .create_token(token("tok_e", TokenRole::Enroll, true))
+        .await
+        .unwrap();
+    let mut first = registration("id-1", "h1", vec![]);
+    first.use_enrollment_token = Some("tok_e".into());
+    store.register_agent(first.clone()).await.unwrap();
+
+    let mut second = registration("id-2", "h2", vec![]);
+    second.use_enrollment_token = Some("tok_e".into());
+    let refused = store.register_agent(second).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .agent_by_token("hash-of-id-2".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // h1 registers again with a new token: the old one no longer matches.
+    let mut again = registration("id-x", "h1", vec![]);
+    again.token_hash = "hash-new".into();
+    store.register_agent(again).await.unwrap();
+    assert!(
+        store
+            .agent_by_token("hash-of-id-1".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let agent = store
+        .agent_by_token("hash-new".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (agent.agent_id.as_str(), agent.hostname.as_str()),
+        ("id-1", "h1")
+    );
+
+    store.revoke_agent("id-1".into()).await.unwrap();
+    assert!(
+        store
+            .agent_by_token("hash-new".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_newest_first() {
+    let t = open().await;
+    let store = &t.store;
+    for n in 0..5 {
+        store
+            .record_audit(NewAudit {
+                actor: "token:tok_a".into(),
+                action: "cancel".into(),
+                target: format!("job {n}"),
+                address: Some("10.0.0.1".into()),
+                result: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let page = store.audit(2, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["job 4", "job 3"]
+    );
+    let next = store.audit(10, Some(page[1].id)).await.unwrap();
+    assert_eq!(
+        next.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["job 2", "job 1", "job 0"]
     );
 }

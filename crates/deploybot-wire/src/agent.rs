@@ -53,6 +53,17 @@ pub struct Agent {
     pub last_heartbeat: Option<Timestamp>,
 }
 
+/// Answer of `POST /v1/agents/register`: the agent, and its new token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisteredAgent {
+    #[serde(flatten)]
+    pub agent: Agent,
+    /// The agent's credential for its heartbeats, log uploads and status
+    /// reports (`Authorization: Bearer …`). Shown only here; every
+    /// registration replaces the previous one.
+    pub token: String,
+}
+
 /// Body of `POST /v1/agents/register`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,7 @@
 //! New fields may be added; existing ones are never renamed or removed.
 
 mod agent;
+mod auth;
 mod error;
 mod job;
 mod logs;
@@ -18,7 +19,11 @@ mod webhook;
 
 pub use agent::{
     Agent, AgentStatus, HeartbeatRequest, HeartbeatResponse, HostInfo, HostsResponse,
-    RegisterAgentRequest,
+    RegisterAgentRequest, RegisteredAgent,
+};
+pub use auth::{
+    AuditEntry, AuditResponse, CreateTokenRequest, CreatedToken, TokenInfo, TokenRole,
+    TokensResponse,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{

@@ -1,11 +1,11 @@
 //! `deploybot agent`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use deploybot_agent::AgentConfig;
+use deploybot_agent::{AgentConfig, Policy, Token};
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -38,27 +38,80 @@ pub struct AgentArgs {
     /// On SIGTERM, how long a running deploy may go on before it is stopped.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// The enrollment token to register with, if the controller requires
+    /// one [env: DEPLOYBOT_ENROLLMENT_TOKEN]. Prefer the variable or
+    /// --enrollment-token-file: a command line is visible to every user of
+    /// the host. Once registered, the agent keeps its own token in the state
+    /// directory and needs the enrollment token again only if that token is
+    /// refused.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "enrollment_token_file")]
+    enrollment_token: Option<String>,
+    /// Read the enrollment token from this file (trimmed), e.g. a systemd
+    /// credential. Wins over DEPLOYBOT_ENROLLMENT_TOKEN.
+    #[arg(long, value_name = "PATH")]
+    enrollment_token_file: Option<PathBuf>,
+    /// A TOML file listing the apps that may deploy on this host, optionally
+    /// with the command each runs instead of the controller's [default: every job runs].
+    #[arg(long, env = "DEPLOYBOT_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 impl AgentArgs {
-    pub fn into_config(self) -> AgentConfig {
-        AgentConfig {
-            controller: self.controller,
-            hostname: self
-                .hostname
+    /// The config, with the enrollment token and policy files read: a
+    /// mistake in either stops the agent before it starts.
+    pub fn into_config(self) -> anyhow::Result<AgentConfig> {
+        // The variable is read here rather than by clap, which would count
+        // it as a conflict with --enrollment-token-file: the controller
+        // reads the same variable, so hosts running both may well set it.
+        let enrollment_token = match (self.enrollment_token, &self.enrollment_token_file) {
+            (Some(token), _) => non_empty(token),
+            (None, Some(path)) => Some(read_token(path)?),
+            (None, None) => match std::env::var(deploybot_agent::ENROLLMENT_TOKEN_ENV) {
+                Ok(token) => non_empty(token),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+                    "{} is not valid UTF-8",
+                    deploybot_agent::ENROLLMENT_TOKEN_ENV
+                ),
+            },
+        };
+        let policy = self.policy.as_deref().map(Policy::load).transpose()?;
+        let mut config = AgentConfig::new(
+            self.controller,
+            self.hostname
                 .unwrap_or_else(deploybot_agent::default_hostname),
-            state_dir: self.state_dir,
-            capabilities: self.capabilities,
-            poll_wait: self.poll_wait,
-            kill_grace: self.kill_grace,
-            shutdown_grace: self.shutdown_grace,
-        }
+            self.state_dir,
+        );
+        config.capabilities = self.capabilities;
+        config.poll_wait = self.poll_wait;
+        config.kill_grace = self.kill_grace;
+        config.shutdown_grace = self.shutdown_grace;
+        config.enrollment_token = enrollment_token.map(Token::new);
+        config.policy = policy;
+        Ok(config)
     }
+}
+
+/// An empty token (`DEPLOYBOT_ENROLLMENT_TOKEN=`) means none.
+fn non_empty(token: String) -> Option<String> {
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the enrollment token file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the enrollment token file {} is empty",
+        path.display()
+    );
+    Ok(token.to_owned())
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::logging::init();
-    let config = args.into_config();
+    let config = args.into_config()?;
     tracing::info!(controller = %config.controller, host = %config.hostname, "agent starting");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

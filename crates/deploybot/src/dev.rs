@@ -58,14 +58,19 @@ fn write_demo_files(dir: &Path, host: &str) -> anyhow::Result<PathBuf> {
     Ok(apps)
 }
 
-fn print_tour(addr: &str, secret: &str) {
+fn print_tour(addr: &str, secret: &str, admin_token: &str) {
     println!(
         r#"
 DeployBot is running: controller on http://{addr} (docs: http://{addr}/docs),
-with an agent for this machine. Try it from another terminal:
+with an agent for this machine. Authentication is on, as in production: this
+run's admin token (a new one each start) is
+
+  export DEPLOYBOT_TOKEN={admin_token}
+
+Try it from another terminal:
 
   # 1. Follow deploy output live:
-  curl -N http://{addr}/v1/logs/stream
+  curl -N http://{addr}/v1/logs/stream -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
 
   # 2. Push to {DEMO_REPO}, signed like GitHub does:
   body='{{"ref":"refs/heads/main","after":"'$(openssl rand -hex 20)'","repository":{{"full_name":"{DEMO_REPO}"}}}}'
@@ -74,8 +79,8 @@ with an agent for this machine. Try it from another terminal:
     -H 'X-GitHub-Event: push' -H "X-Hub-Signature-256: sha256=$sig" -d "$body"
 
   # 3. See the jobs and hosts:
-  curl -s http://{addr}/v1/jobs
-  curl -s http://{addr}/v1/hosts
+  curl -s http://{addr}/v1/jobs -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
+  curl -s http://{addr}/v1/hosts -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
 
 Ctrl-C stops everything.
 "#
@@ -96,11 +101,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEV_SECRET.to_owned());
+    // Real tokens, made for this run: the demo exercises authentication.
+    let admin_token = deploybot_server::new_token(deploybot_server::API_PREFIX);
+    let enrollment_token = deploybot_server::new_token(deploybot_server::ENROLL_PREFIX);
     let settings = Settings::resolve(SettingsLayer {
         listen: Some(args.listen),
         data_dir: Some(args.data_dir),
         apps: Some(apps),
         webhook_secret: Some(Secret::new(secret.clone())),
+        admin_token: Some(Secret::new(admin_token.clone())),
+        enrollment_token: Some(Secret::new(enrollment_token.clone())),
         ..SettingsLayer::default()
     })?;
 
@@ -127,10 +137,12 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 poll_wait: Duration::from_secs(25),
                 kill_grace: Duration::from_secs(5),
                 shutdown_grace: Duration::from_secs(10),
+                enrollment_token: Some(deploybot_agent::Token::new(enrollment_token)),
+                policy: None,
             },
             until_stopped(stopped),
         ));
-        print_tour(&addr, &secret);
+        print_tour(&addr, &secret, &admin_token);
         shutdown.await;
         let _ = stop.send(true);
         agent.await??;

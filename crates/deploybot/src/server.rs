@@ -38,13 +38,18 @@ pub struct ServerArgs {
     /// Keep the logs of jobs that finished within D days [default: 14].
     #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_DAYS", value_name = "D")]
     log_retention_days: Option<u32>,
+    /// No authentication at all (the seed's open mode). Local experiments
+    /// only: anyone who reaches the port can deploy.
+    #[arg(long, env = "DEPLOYBOT_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
-/// The webhook secret comes from the environment only (a flag would show in
-/// `ps`): `DEPLOYBOT_WEBHOOK_SECRET`, or the seed's `GITHUB_WEBHOOK_SECRET`.
-fn webhook_secret_from_env() -> Option<Secret> {
-    ["DEPLOYBOT_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET"]
-        .into_iter()
+/// Secrets come from the environment or the config file only (a flag would
+/// show in `ps`). The webhook secret also answers to the seed's
+/// `GITHUB_WEBHOOK_SECRET`.
+fn secret_from_env(names: &[&str]) -> Option<Secret> {
+    names
+        .iter()
         .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
         .map(Secret::new)
 }
@@ -61,7 +66,12 @@ impl ServerArgs {
             data_dir: self.data_dir,
             apps: self.apps,
             database_url: self.database_url,
-            webhook_secret: webhook_secret_from_env(),
+            webhook_secret: secret_from_env(&["DEPLOYBOT_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET"]),
+            webhook_secret_previous: secret_from_env(&["DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS"]),
+            admin_token: secret_from_env(&["DEPLOYBOT_ADMIN_TOKEN"]),
+            enrollment_token: secret_from_env(&["DEPLOYBOT_ENROLLMENT_TOKEN"]),
+            // A flag can only switch it on; the file may too.
+            insecure_no_auth: self.insecure_no_auth.then_some(true),
             lease_timeout: self.lease_timeout,
             log_retention_jobs: self.log_retention_jobs,
             log_retention_days: self.log_retention_days,
@@ -82,6 +92,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         let controller = Controller::start(settings).await?;
         let shutdown = crate::signals::shutdown();
         let addr = controller.local_addr()?;
+        if let Some(token) = controller.bootstrap_admin_token() {
+            // Shown once, on the terminal, not in the logs: only its hash is kept.
+            eprintln!(
+                "\nNo admin token was configured, so this first start made one. It is shown\n\
+                 only now; store it safely (it can make and revoke every other token):\n\n    \
+                 {token}\n\nUse it as `Authorization: Bearer <token>`, e.g. export DEPLOYBOT_TOKEN={token}\n"
+            );
+        }
         tracing::info!("listening on http://{addr}");
         controller.run(shutdown).await?;
         tracing::info!("stopped");

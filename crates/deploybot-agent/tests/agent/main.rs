@@ -3,7 +3,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod auth;
 mod jobs;
 mod logs;
+mod policy;
 mod registration;
 mod stopping;

@@ -20,12 +20,17 @@ async fn registers_and_writes_its_identity_owner_only() {
     assert_eq!(record.registrations[0].capabilities, ["sh"]);
     assert_eq!(record.heartbeats[0].agent, "agent-web-01");
 
-    let path = agent.state_dir.path().join("state/agent.json");
+    let path = agent.state_dir.join("agent.json");
     let identity: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(
         identity,
-        serde_json::json!({"id": "agent-web-01", "hostname": "web-01"})
+        serde_json::json!({
+            "id": "agent-web-01",
+            "hostname": "web-01",
+            "controller": fake.url.as_str(),
+            "token": "agent-secret-1",
+        })
     );
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

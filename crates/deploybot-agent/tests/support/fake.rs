@@ -1,6 +1,12 @@
 //! A fake controller: the agent's four API calls on a random port, with a
 //! record of every request that tests can await, and switches to make it
-//! misbehave (500s, a 409, forgetting the agent).
+//! misbehave (500s, a 409, forgetting the agent, revoking its token).
+//!
+//! Authentication works like the controller's: every registration issues a
+//! new agent token (`agent-secret-1`, `agent-secret-2`, …) and the previous one stops working;
+//! heartbeats, uploads and reports need the current one (401 otherwise);
+//! registering needs `Bearer <enrollment_token>` when one is set (401
+//! without, 403 with an agent token).
 //!
 //! It speaks the `deploybot-wire` types, so the agent is tested against the
 //! real protocol before the real controller supports all of it.
@@ -9,14 +15,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
 use deploybot_agent::Url;
 use deploybot_wire::{
     Agent, AgentStatus, AppendLogsRequest, AppendLogsResponse, ErrorBody, HeartbeatRequest,
-    HeartbeatResponse, Job, LogLine, RegisterAgentRequest, UpdateJobStatusRequest,
+    HeartbeatResponse, Job, LogLine, RegisterAgentRequest, RegisteredAgent, UpdateJobStatusRequest,
     UpdateJobStatusResponse,
 };
 use serde::Deserialize;
@@ -53,6 +59,33 @@ pub struct Record {
     pub fail_logs: u32,
     /// Answer every log upload with this status.
     pub logs_answer: Option<u16>,
+    /// Registering needs this token; `None`: open mode, no token needed.
+    pub enrollment_token: Option<String>,
+    /// The agent token that works now; `None` after `revoke_token`.
+    pub agent_token: Option<String>,
+    /// Agent tokens issued so far.
+    pub issued: u32,
+    /// Revoke the agent token when the next status report arrives (so that
+    /// report gets 401), as if an admin did it at that very moment.
+    pub revoke_on_report: bool,
+    /// Every request, refused ones too, in arrival order.
+    pub calls: Vec<Call>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub kind: CallKind,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Register,
+    Heartbeat,
+    Logs,
+    Status,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +108,16 @@ impl Record {
             .get(job_id)
             .map(|lines| lines.iter().map(|l| l.text.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The calls of one kind.
+    pub fn calls_of(&self, kind: CallKind) -> Vec<&Call> {
+        self.calls.iter().filter(|c| c.kind == kind).collect()
+    }
+
+    /// Calls answered with `status`.
+    pub fn answered(&self, status: u16) -> usize {
+        self.calls.iter().filter(|c| c.status == status).count()
     }
 
     pub fn report(&self, job_id: &str) -> Option<&UpdateJobStatusRequest> {
@@ -138,6 +181,12 @@ impl Fake {
         self.change(|r| r.known_agent = None);
     }
 
+    /// Like an admin revoking the agent (or another registration replacing
+    /// its token): every agent call gets 401 until it registers again.
+    pub fn revoke_token(&self) {
+        self.change(|r| r.agent_token = None);
+    }
+
     /// Waits until `done` holds for the record; panics after 30 s.
     pub async fn wait_for(&self, what: &str, mut done: impl FnMut(&Record) -> bool) -> Record {
         let mut rx = self.tx.subscribe();
@@ -172,9 +221,80 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(ErrorBody::new("error", message))).into_response()
 }
 
-async fn register(State(tx): State<Shared>, Json(request): Json<RegisterAgentRequest>) -> Response {
-    if request.hostname.contains(' ') {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid host name");
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// Records the call; the 401 to answer when its token is not the current
+/// agent token.
+fn refuse_stale_token(
+    tx: &Shared,
+    kind: CallKind,
+    authorization: Option<String>,
+) -> Option<Response> {
+    let mut ok = false;
+    tx.send_modify(|r| {
+        ok = r.agent_token.is_some()
+            && authorization.as_deref()
+                == r.agent_token
+                    .as_ref()
+                    .map(|t| format!("Bearer {t}"))
+                    .as_deref();
+        r.calls.push(Call {
+            kind,
+            authorization,
+            status: if ok { 200 } else { 401 },
+        });
+    });
+    (!ok).then(|| error(StatusCode::UNAUTHORIZED, "invalid or expired agent token"))
+}
+
+/// Sets the status of the last recorded call (it answered other than 200).
+fn answered(r: &mut Record, status: StatusCode) {
+    if let Some(call) = r.calls.last_mut() {
+        call.status = status.as_u16();
+    }
+}
+
+async fn register(
+    State(tx): State<Shared>,
+    headers: HeaderMap,
+    Json(request): Json<RegisterAgentRequest>,
+) -> Response {
+    let authorization = bearer(&headers);
+    let mut refusal = None;
+    tx.send_modify(|r| {
+        let agent_bearer = r.agent_token.as_ref().map(|t| format!("Bearer {t}"));
+        refusal = match &r.enrollment_token {
+            Some(_) if authorization.is_some() && authorization == agent_bearer => {
+                Some(StatusCode::FORBIDDEN)
+            }
+            Some(token) if authorization.as_deref() != Some(&format!("Bearer {token}")) => {
+                Some(StatusCode::UNAUTHORIZED)
+            }
+            _ if request.hostname.contains(' ') => Some(StatusCode::UNPROCESSABLE_ENTITY),
+            _ => None,
+        };
+        r.calls.push(Call {
+            kind: CallKind::Register,
+            authorization: authorization.clone(),
+            status: refusal.map_or(200, |s| s.as_u16()),
+        });
+    });
+    match refusal {
+        Some(StatusCode::UNAUTHORIZED) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "invalid or expired enrollment token",
+            );
+        }
+        Some(StatusCode::FORBIDDEN) => {
+            return error(StatusCode::FORBIDDEN, "not an enrollment token");
+        }
+        Some(status) => return error(status, "invalid host name"),
+        None => {}
     }
     let id = agent_id(&request.hostname);
     let agent = Agent {
@@ -185,11 +305,15 @@ async fn register(State(tx): State<Shared>, Json(request): Json<RegisterAgentReq
         registered_at: time::OffsetDateTime::now_utc(),
         last_heartbeat: None,
     };
+    let mut token = String::new();
     tx.send_modify(|r| {
+        r.issued += 1;
+        token = format!("agent-secret-{}", r.issued);
+        r.agent_token = Some(token.clone());
         r.registrations.push(request);
         r.known_agent = Some(id);
     });
-    Json(agent).into_response()
+    Json(RegisteredAgent { agent, token }).into_response()
 }
 
 #[derive(Deserialize)]
@@ -203,8 +327,12 @@ async fn heartbeat(
     State(tx): State<Shared>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Heartbeat, bearer(&headers)) {
+        return refused;
+    }
     let mut rx = tx.subscribe();
     tx.send_modify(|r| {
         r.heartbeats.push(Beat {
@@ -224,6 +352,7 @@ async fn heartbeat(
     let mut answer = None;
     tx.send_modify(|r| {
         if r.known_agent.as_deref() != Some(id.as_str()) {
+            answered(r, StatusCode::NOT_FOUND);
             return;
         }
         let mut job = if request.draining {
@@ -255,8 +384,19 @@ async fn heartbeat(
 async fn logs(
     State(tx): State<Shared>,
     Path(job_id): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<AppendLogsRequest>,
 ) -> Response {
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Logs, bearer(&headers)) {
+        tx.send_modify(|r| {
+            r.log_attempts.push(LogAttempt {
+                job_id: job_id.clone(),
+                status: 401,
+                lines: request.lines.clone(),
+            })
+        });
+        return refused;
+    }
     let mut answer = StatusCode::OK;
     let mut stored = AppendLogsResponse {
         accepted: 0,
@@ -279,6 +419,7 @@ async fn logs(
             lines: request.lines.clone(),
         });
         if answer != StatusCode::OK {
+            answered(r, answer);
             return;
         }
         let lines = r.stored.entry(job_id.clone()).or_default();
@@ -308,13 +449,26 @@ async fn logs(
 async fn status(
     State(tx): State<Shared>,
     Path(job_id): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<UpdateJobStatusRequest>,
 ) -> Response {
+    tx.send_modify(|r| {
+        if std::mem::take(&mut r.revoke_on_report) {
+            r.agent_token = None;
+        }
+    });
+    // A refused report is in `calls` only: `reports` are the ones that got in.
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Status, bearer(&headers)) {
+        return refused;
+    }
     let status = request.status;
     let mut stale = false;
     tx.send_modify(|r| {
         // Like the controller: a lease, when given, must be the current one.
         stale = request.lease.is_some() && r.leases.get(&job_id) != request.lease.as_ref();
+        if stale {
+            answered(r, StatusCode::CONFLICT);
+        }
         r.cancels.retain(|id| *id != job_id);
         r.reports.push((job_id.clone(), request));
     });

@@ -4,15 +4,17 @@
 
 pub mod fake;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use deploybot_agent::{AgentConfig, AgentError};
 use deploybot_wire::{DeploySpec, Job, JobSource, JobStatus};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 pub use fake::Fake;
@@ -22,20 +24,41 @@ pub const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// The real agent, running until `stop`.
 pub struct TestAgent {
-    pub state_dir: TempDir,
+    /// The agent's state directory (holding `agent.json`).
+    pub state_dir: PathBuf,
+    /// Removes the state directory with the agent, if the test did not give one.
+    _temp: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AgentError>>,
 }
 
-/// Starts an agent for [`HOST`] against `fake`, with short waits and graces
-/// (each test may change them in `tweak`).
-pub fn start_agent(fake: &Fake, tweak: impl FnOnce(&mut AgentConfig)) -> TestAgent {
-    let state_dir = tempfile::tempdir().expect("state dir");
-    let mut config = AgentConfig::new(fake.url.clone(), HOST, state_dir.path().join("state"));
+/// The config [`start_agent`] starts with: short waits and graces.
+pub fn test_config(fake: &Fake, state_dir: &Path) -> AgentConfig {
+    let mut config = AgentConfig::new(fake.url.clone(), HOST, state_dir);
     config.capabilities = vec!["sh".into()];
     config.poll_wait = Duration::from_secs(2);
     config.kill_grace = Duration::from_millis(200);
     config.shutdown_grace = Duration::from_secs(30);
+    config
+}
+
+/// Starts an agent for [`HOST`] against `fake`, with short waits and graces
+/// (each test may change them in `tweak`), in a state directory of its own.
+pub fn start_agent(fake: &Fake, tweak: impl FnOnce(&mut AgentConfig)) -> TestAgent {
+    let temp = tempfile::tempdir().expect("state dir");
+    let mut agent = start_agent_in(fake, &temp.path().join("state"), tweak);
+    agent._temp = Some(temp);
+    agent
+}
+
+/// Like [`start_agent`], in `state_dir` (which outlives the agent: a
+/// restarted agent finds what the previous one saved).
+pub fn start_agent_in(
+    fake: &Fake,
+    state_dir: &Path,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> TestAgent {
+    let mut config = test_config(fake, state_dir);
     tweak(&mut config);
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(deploybot_agent::run(config, async move {
@@ -43,10 +66,108 @@ pub fn start_agent(fake: &Fake, tweak: impl FnOnce(&mut AgentConfig)) -> TestAge
         let _ = shutdown_rx.await;
     }));
     TestAgent {
-        state_dir,
+        state_dir: state_dir.to_owned(),
+        _temp: None,
         shutdown: Some(shutdown),
         task,
     }
+}
+
+/// Everything logged (at every level, by every crate) on this thread while
+/// the guard of [`capture_logs`] lives. `#[tokio::test]` runs the agent, its
+/// jobs and the fake on the test's thread, so that is all of it.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<LogsInner>);
+
+#[derive(Default)]
+struct LogsInner {
+    text: Mutex<Vec<u8>>,
+    written: Notify,
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        let bytes = self.0.text.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until `needle` was logged; panics after 30 s.
+    pub async fn wait_for(&self, needle: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let written = self.0.written.notified();
+                tokio::pin!(written);
+                // Armed before the check, so no write in between is missed.
+                written.as_mut().enable();
+                if self.text().contains(needle) {
+                    return;
+                }
+                written.await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "{needle:?} was not logged: {}", self.text());
+    }
+
+    fn append(&self, buf: &[u8]) {
+        self.0
+            .text
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        self.0.written.notify_waiters();
+    }
+}
+
+thread_local! {
+    static CAPTURING: RefCell<Option<Logs>> = const { RefCell::new(None) };
+}
+
+/// Writes to the logs of the current thread's capture, if any.
+struct ThreadWriter;
+
+impl io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        CAPTURING.with(|capturing| {
+            if let Some(logs) = &*capturing.borrow() {
+                logs.append(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURING.with(|capturing| capturing.borrow_mut().take());
+    }
+}
+
+/// Captures this thread's logs until the guard is dropped.
+///
+/// One global subscriber routes events to the capture of the thread they
+/// happen on: a thread-scoped subscriber (`set_default`) can miss events
+/// while other tests run, as tracing caches per call site whether anyone
+/// is interested.
+pub fn capture_logs() -> (Logs, CaptureGuard) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| ThreadWriter)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
+    let logs = Logs::default();
+    CAPTURING.with(|capturing| *capturing.borrow_mut() = Some(logs.clone()));
+    (logs, CaptureGuard)
 }
 
 impl TestAgent {

@@ -4,36 +4,47 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_store::Claim;
+use deploybot_store::{Claim, NewRegistration, StoreError};
 use deploybot_wire::{
-    Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest, names,
+    Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
+    RegisteredAgent, names,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::audit::audit;
+use crate::auth::{self, Address, Caller};
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 const MAX_CAPABILITIES: usize = 64;
 const MAX_CAPABILITY_LEN: usize = 128;
 
-/// Register an agent for a host.
+/// Register an agent for a host (enrollment token).
 ///
-/// The same hostname always gets the same agent id.
+/// The same hostname always gets the same agent id. The answer carries the
+/// agent's new token, shown only here; the host's previous token stops
+/// working, and jobs its previous session was running become `lost`.
 #[utoipa::path(
     post,
     path = "/v1/agents/register",
     tag = "agents",
     request_body = RegisterAgentRequest,
+    security(("bearer" = [])),
     responses(
-        (status = 200, body = Agent),
+        (status = 200, body = RegisteredAgent),
+        (status = 401, description = "Missing, unknown, expired or used-up enrollment token", body = ErrorBody),
+        (status = 403, description = "Not an enrollment token", body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
     ApiJson(request): ApiJson<RegisterAgentRequest>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Json<RegisteredAgent>, ApiError> {
+    caller.require_enroll()?;
     names::check_hostname(&request.hostname).map_err(ApiError::invalid)?;
     if request.capabilities.len() > MAX_CAPABILITIES
         || request.capabilities.iter().any(|c| {
@@ -44,23 +55,94 @@ pub async fn register(
             "capabilities must be at most {MAX_CAPABILITIES} names of 1-{MAX_CAPABILITY_LEN} printable characters"
         )));
     }
+    let token = auth::new_token(auth::AGENT_PREFIX);
+    let single_use = match &caller {
+        Caller::Token(info) if info.single_use => Some(info.id.clone()),
+        _ => None,
+    };
     let registered = state
         .store
-        .register_agent(
-            uuid::Uuid::now_v7().to_string(),
-            request.hostname,
-            request.capabilities,
-        )
-        .await?;
+        .register_agent(NewRegistration {
+            new_id: uuid::Uuid::now_v7().to_string(),
+            hostname: request.hostname,
+            capabilities: request.capabilities,
+            token_hash: auth::hash_token(&token),
+            use_enrollment_token: single_use.clone(),
+        })
+        .await
+        .map_err(|err| match err {
+            // Raced another registration for the same single-use token.
+            StoreError::Conflict(why) => ApiError::unauthorized("invalid_token", why),
+            other => other.into(),
+        })?;
+    if let Some(used) = single_use {
+        state.auth.forget_token(&used);
+    }
     let agent = registered.agent;
+    state.auth.forget_agent(&agent.id);
     state.presence.registered(&agent);
+    audit(
+        &state,
+        &caller,
+        "register",
+        format!("agent {} ({})", agent.id, agent.hostname),
+        address,
+    )
+    .await;
     for job in &registered.lost {
         tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");
         state.live.job_changed(job);
         state.dispatch.job_enqueued(&job.host);
     }
-    tracing::info!(agent = %agent.id, host = %agent.hostname, "agent registered");
-    Ok(Json(agent))
+    tracing::info!(agent = %agent.id, host = %agent.hostname, by = %caller.actor(), "agent registered");
+    Ok(Json(RegisteredAgent { agent, token }))
+}
+
+/// Revoke an agent (admin).
+///
+/// Its token stops working at once; the job it was running becomes `lost`.
+/// To come back, the agent must enroll again (revoke the enrollment token
+/// it used too, to keep it out).
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoked; the jobs it held are lost", body = [Job]),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Vec<Job>>, ApiError> {
+    caller.require_admin()?;
+    let lost = state.store.revoke_agent(id.clone()).await?;
+    state.auth.forget_agent(&id);
+    // Its held long-poll, if any, wakes and finds it revoked.
+    if let Some(host) = state.presence.revoked(&id) {
+        state.dispatch.job_enqueued(&host);
+    }
+    for job in &lost {
+        state.live.job_changed(job);
+        state.dispatch.job_enqueued(&job.host);
+    }
+    audit(
+        &state,
+        &caller,
+        "revoke_agent",
+        format!("agent {id}"),
+        address,
+    )
+    .await;
+    tracing::warn!(agent = %id, by = %caller.actor(), "agent revoked");
+    Ok(Json(lost))
 }
 
 /// The longest a heartbeat may wait for work.
@@ -94,10 +176,19 @@ pub struct HeartbeatQuery {
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HeartbeatQuery>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    if let Some(own) = caller.require_agent()?
+        && own != id
+    {
+        return Err(ApiError::forbidden(format!(
+            "this agent token belongs to agent {own}, not {id}"
+        )));
+    }
+    drop(caller);
     // An empty body is a plain "I'm alive", for the simplest clients.
     let request: HeartbeatRequest = if body.iter().all(u8::is_ascii_whitespace) {
         HeartbeatRequest::default()
@@ -127,6 +218,13 @@ pub async fn heartbeat(
         tokio::pin!(woken);
         woken.as_mut().enable();
 
+        // Revoked while this request was held: it gets nothing more.
+        if !state.presence.knows(&id) {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                format!("agent {id} was revoked; register again"),
+            ));
+        }
         let cancel = cancels_for(&state, &host).await?;
         let job = if request.draining {
             None
@@ -195,7 +293,11 @@ async fn cancels_for(state: &AppState, host: &str) -> Result<Vec<String>, ApiErr
     tag = "agents",
     responses((status = 200, body = Vec<Agent>))
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Agent>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Agent>>, ApiError> {
+    caller.require_read()?;
     let mut agents = state.store.agents().await?;
     for agent in &mut agents {
         state.presence.refresh(agent, state.lease_timeout);

@@ -6,6 +6,7 @@ use deploybot_wire::{Delivery, ErrorBody};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 use crate::routes::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::state::AppState;
@@ -30,8 +31,10 @@ pub struct ListQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
+    caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     Ok(Json(state.store.deliveries(limit).await?))
 }

@@ -12,6 +12,7 @@ use crate::state::AppState;
     get,
     path = "/health",
     tag = "health",
+    security(()),
     responses(
         (status = 200, description = "Serving, database reachable", body = HealthResponse),
         (status = 503, description = "Database unreachable", body = HealthResponse),

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use deploybot_wire::{AgentStatus, HostInfo, HostsResponse};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -16,7 +17,11 @@ use crate::state::AppState;
     tag = "hosts",
     responses((status = 200, body = HostsResponse))
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<HostsResponse>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<HostsResponse>, ApiError> {
+    caller.require_read()?;
     let apps = state.apps.get();
     let mut agents = state.store.agents().await?;
     let mut by_host = BTreeMap::new();

@@ -11,6 +11,8 @@ use deploybot_wire::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::audit::audit;
+use crate::auth::{Address, Caller, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
 
@@ -69,8 +71,14 @@ fn check_metadata(metadata: serde_json::Value) -> Result<serde_json::Value, ApiE
 )]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    // Refuse a read-only token before looking at the request.
+    if !caller.may_deploy_some_app() {
+        caller.require_deploy("")?;
+    }
     names::check_repo(&request.repo).map_err(ApiError::invalid)?;
     names::check_ref(&request.git_ref).map_err(ApiError::invalid)?;
     names::check_hostname(&request.host).map_err(ApiError::invalid)?;
@@ -82,6 +90,7 @@ pub async fn create(
     let app = apps
         .app_for(&request.repo, &request.host, request.app.as_deref())
         .map_err(|err| ApiError::invalid(err.to_string()))?;
+    caller.require_deploy(&app.name)?;
     let enqueued = state
         .store
         .enqueue(NewJob {
@@ -99,7 +108,31 @@ pub async fn create(
             retry_of: None,
         })
         .await?;
+    if enqueued.created {
+        let job = &enqueued.job;
+        let target = format!("job {} ({} on {})", job.id, job.app, job.host);
+        audit(&state, &caller, "deploy", target, address).await;
+    }
     Ok(answer_enqueued(&state, enqueued))
+}
+
+/// Checks that the caller may cancel or retry this job: app-limited deploy
+/// tokens only for their apps (which needs the job's app).
+async fn require_deploy_of_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(), ApiError> {
+    if caller.deploys_only_some_apps() {
+        let job = state
+            .store
+            .job(id.to_owned())
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+        caller.require_deploy(&job.app)
+    } else {
+        caller.require_deploy("")
+    }
 }
 
 /// 201 with a new job (whose host is marked and woken), or 200 with the
@@ -151,8 +184,10 @@ pub struct ListQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
+    caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let jobs = state
         .store
@@ -180,8 +215,10 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobResponse>, ApiError> {
+    caller.require_read()?;
     let job = state
         .store
         .job(id.clone())
@@ -211,9 +248,11 @@ pub async fn get(
 )]
 pub async fn report_status(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<UpdateJobStatusRequest>,
 ) -> Result<Json<UpdateJobStatusResponse>, ApiError> {
+    let agent_id = writing_agent(&caller, request.agent_id)?;
     if !matches!(
         request.status,
         JobStatus::Running | JobStatus::Success | JobStatus::Failed | JobStatus::Cancelled
@@ -240,7 +279,7 @@ pub async fn report_status(
                 status: request.status,
                 error,
                 exit_code: request.exit_code,
-                agent_id: request.agent_id,
+                agent_id,
                 lease: request.lease,
             },
         )
@@ -281,9 +320,14 @@ pub async fn report_status(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobResponse>, ApiError> {
+    require_deploy_of_job(&state, &caller, &id).await?;
     let job = state.store.cancel_job(id).await?;
+    let target = format!("job {} ({} on {})", job.id, job.app, job.host);
+    audit(&state, &caller, "cancel", target, address).await;
     if job.status == JobStatus::Running {
         state.dispatch.cancel_requested(&job.host);
         tracing::info!(job = %job.id, host = %job.host, "cancel requested");
@@ -309,11 +353,18 @@ pub async fn cancel(
 )]
 pub async fn retry(
     State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
+    require_deploy_of_job(&state, &caller, &id).await?;
     let enqueued = state
         .store
-        .retry_job(id, uuid::Uuid::now_v7().to_string())
+        .retry_job(id.clone(), uuid::Uuid::now_v7().to_string())
         .await?;
+    if enqueued.created {
+        let target = format!("job {id} → new attempt {}", enqueued.job.id);
+        audit(&state, &caller, "retry", target, address).await;
+    }
     Ok(answer_enqueued(&state, enqueued))
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
+use crate::auth::{Caller, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::live::StatusEvent;
 use crate::state::AppState;
@@ -51,9 +52,11 @@ const CLIENT_QUEUE: usize = 1024;
 )]
 pub async fn append(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<AppendLogsRequest>,
 ) -> Result<Json<AppendLogsResponse>, ApiError> {
+    let agent_id = writing_agent(&caller, request.agent_id)?;
     if request.lines.len() > MAX_LINES_PER_UPLOAD {
         return Err(ApiError::invalid(format!(
             "lines: at most {MAX_LINES_PER_UPLOAD} per upload"
@@ -71,7 +74,7 @@ pub async fn append(
     }
     let appended = state
         .store
-        .append_logs(id, request.agent_id, request.lease, request.lines)
+        .append_logs(id, agent_id, request.lease, request.lines)
         .await?;
     Ok(Json(AppendLogsResponse {
         accepted: appended.entries.len() as u64,
@@ -101,9 +104,11 @@ pub struct PageQuery {
 )]
 pub async fn page(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<JobLogsResponse>, ApiError> {
+    caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     if state.store.job(id.clone()).await?.is_none() {
         return Err(ApiError::not_found(format!("job {id} not found")));
@@ -167,9 +172,11 @@ impl StreamQuery {
 )]
 pub async fn stream(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require_read()?;
     let resume = match headers.get("last-event-id") {
         Some(value) => Some(
             value

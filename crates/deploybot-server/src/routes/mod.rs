@@ -1,16 +1,18 @@
 //! The HTTP API, one module per resource.
 
 pub(crate) mod agents;
+pub(crate) mod audit;
 pub(crate) mod deliveries;
 pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod logs;
+pub(crate) mod tokens;
 pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
@@ -77,6 +79,10 @@ fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/agents", get(agents::list))
         .route("/v1/agents/register", post(agents::register))
+        .route("/v1/agents/{id}", delete(agents::revoke))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))

@@ -3,10 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use deploybot_apps::{App, AppSecret, AppsConfig, Skipped};
 use deploybot_store::{NewDelivery, NewJob};
 use deploybot_wire::signature::{self, SIGNATURE_HEADER, SignatureError};
 use deploybot_wire::{DeliveryVerdict, JobSource, WebhookResponse, names};
 
+use crate::auth::Address;
 use crate::error::{ApiBytes, ApiError};
 use crate::state::AppState;
 use crate::webhook::{self, Payload};
@@ -22,6 +24,7 @@ use crate::webhook::{self, Payload};
     post,
     path = "/v1/webhooks/github",
     tag = "webhooks",
+    security(()),
     request_body(content = Object, description = "A GitHub event payload", content_type = "application/json"),
     params(
         ("X-GitHub-Event" = String, Header, description = "push, ping, …"),
@@ -38,29 +41,12 @@ use crate::webhook::{self, Payload};
 )]
 pub async fn github(
     State(state): State<AppState>,
+    Address(address): Address,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<WebhookResponse>, ApiError> {
-    let Some(secret) = &state.webhook_secret else {
-        return Err(ApiError::unauthorized(
-            "webhook_secret_unset",
-            "this controller has no webhook secret configured (DEPLOYBOT_WEBHOOK_SECRET), so it cannot verify deliveries",
-        ));
-    };
-    let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
-    signature::verify(secret.expose().as_bytes(), &body, header).map_err(|err| match err {
-        SignatureError::Missing => {
-            ApiError::unauthorized("missing_signature", "missing X-Hub-Signature-256 header")
-        }
-        SignatureError::Malformed => ApiError::unauthorized(
-            "bad_signature",
-            "X-Hub-Signature-256 must be sha256= followed by 64 hex digits",
-        ),
-        SignatureError::Mismatch => ApiError::unauthorized(
-            "bad_signature",
-            "X-Hub-Signature-256 does not match the body signed with the webhook secret",
-        ),
-    })?;
+    let apps = state.apps.get();
+    let signed_by = verify_signature(&state, &apps, &headers, &body)?;
 
     let event = webhook::event(&headers)?;
     let delivery_id = webhook::delivery_id(&headers)?
@@ -75,6 +61,7 @@ pub async fn github(
         sha: payload.after.clone(),
         verdict: DeliveryVerdict::NoMatch,
         message: String::new(),
+        address,
     };
     let jobs = match event.as_str() {
         "ping" => {
@@ -82,7 +69,7 @@ pub async fn github(
             delivery.message = "pong: the webhook is set up".into();
             Vec::new()
         }
-        "push" => plan_push(&state, &payload, &mut delivery)?,
+        "push" => plan_push(&apps, &signed_by, &payload, &mut delivery)?,
         other => {
             delivery.verdict = DeliveryVerdict::IgnoredEvent;
             delivery.message = format!("event {other:?} ignored: only push events deploy");
@@ -99,6 +86,8 @@ pub async fn github(
             "delivery {} was already received: {}",
             delivery.delivery_id, outcome.message
         )
+    } else if outcome.verdict == DeliveryVerdict::Queued && outcome.hosts_with_new_jobs.is_empty() {
+        "nothing new to deploy: this commit already has its jobs (deployed before, from another ref, or a replayed delivery)".to_owned()
     } else {
         outcome.message
     };
@@ -121,8 +110,74 @@ pub async fn github(
 }
 
 /// Decides what a push deploys; fills in the delivery's verdict and message.
-fn plan_push(
+/// Which secret a delivery was signed with, which decides the apps it may
+/// deploy: the global secret deploys apps without their own; an app's own
+/// secret deploys the apps that share it.
+enum SignedBy {
+    Global,
+    App(AppSecret),
+}
+
+impl SignedBy {
+    fn may_deploy(&self, app: &App) -> bool {
+        match self {
+            SignedBy::Global => app.webhook_secret.is_none(),
+            SignedBy::App(secret) => app.webhook_secret.as_ref() == Some(secret),
+        }
+    }
+}
+
+/// Checks `X-Hub-Signature-256` against the global secret (current, then
+/// previous during a rotation), then against the apps' own secrets.
+fn verify_signature(
     state: &AppState,
+    apps: &AppsConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<SignedBy, ApiError> {
+    let app_secrets: Vec<&AppSecret> = apps
+        .apps()
+        .iter()
+        .filter_map(|app| app.webhook_secret.as_ref())
+        .collect();
+    if state.webhook_secrets.is_empty() && app_secrets.is_empty() {
+        return Err(ApiError::unauthorized(
+            "webhook_secret_unset",
+            "this controller has no webhook secret configured (DEPLOYBOT_WEBHOOK_SECRET), so it cannot verify deliveries",
+        ));
+    }
+    let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
+    let mut outcome = Err(SignatureError::Mismatch);
+    for secret in &state.webhook_secrets {
+        outcome = signature::verify(secret.expose().as_bytes(), body, header);
+        if outcome.is_ok() {
+            return Ok(SignedBy::Global);
+        }
+    }
+    for secret in app_secrets {
+        outcome = signature::verify(secret.expose().as_bytes(), body, header);
+        if outcome.is_ok() {
+            return Ok(SignedBy::App(secret.clone()));
+        }
+    }
+    Err(match outcome {
+        Err(SignatureError::Missing) => {
+            ApiError::unauthorized("missing_signature", "missing X-Hub-Signature-256 header")
+        }
+        Err(SignatureError::Malformed) => ApiError::unauthorized(
+            "bad_signature",
+            "X-Hub-Signature-256 must be sha256= followed by 64 hex digits",
+        ),
+        _ => ApiError::unauthorized(
+            "bad_signature",
+            "X-Hub-Signature-256 does not match the body signed with the webhook secret",
+        ),
+    })
+}
+
+fn plan_push(
+    apps: &AppsConfig,
+    signed_by: &SignedBy,
     payload: &Payload,
     delivery: &mut NewDelivery,
 ) -> Result<Vec<NewJob>, ApiError> {
@@ -145,8 +200,17 @@ fn plan_push(
         .clone()
         .filter(|sha| names::check_sha(sha).is_ok());
 
-    let apps = state.apps.get();
-    let plan = apps.plan_push(repo, git_ref);
+    let mut plan = apps.plan_push(repo, git_ref);
+    plan.targets.retain(|app| {
+        let allowed = signed_by.may_deploy(app);
+        if !allowed {
+            plan.skipped.push(Skipped {
+                app: app.name.clone(),
+                reason: "the delivery was not signed with this app's webhook secret".to_owned(),
+            });
+        }
+        allowed
+    });
     if plan.targets.is_empty() {
         delivery.verdict = DeliveryVerdict::NoMatch;
         delivery.message = plan.no_match_reason(repo, git_ref);

@@ -6,7 +6,7 @@ use deploybot_wire::{Agent, HeartbeatResponse, JobStatus};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{SHA_A, SHA_B, SHA_C, assert_error, ok_json, spawn_app};
+use crate::helpers::{ENROLLMENT_TOKEN, SHA_A, SHA_B, SHA_C, assert_error, ok_json, spawn_app};
 
 #[tokio::test]
 async fn registering_answers_with_an_agent_id() {
@@ -43,6 +43,7 @@ async fn an_invalid_hostname_is_422() {
     let response = app
         .client
         .post(app.url("/v1/agents/register"))
+        .bearer_auth(ENROLLMENT_TOKEN)
         .json(&json!({"hostname": "web 01; rm -rf /"}))
         .send()
         .await
@@ -57,13 +58,37 @@ async fn an_invalid_hostname_is_422() {
 }
 
 #[tokio::test]
-async fn a_heartbeat_from_an_unknown_agent_is_404() {
+async fn a_heartbeat_with_an_unknown_agent_token_is_401_and_says_register_again() {
     let app = spawn_app().await;
 
-    let response = app.heartbeat("no-such-agent").await;
+    let response = app
+        .client
+        .post(app.url("/v1/agents/some-agent/heartbeat"))
+        .bearer_auth("dbt_agent_0000000000000000000000000000000000000000000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
 
-    let error = assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
-    assert!(error.error.message.contains("register"), "{error:?}");
+    let error = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert!(error.error.message.contains("register again"), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_heartbeat_as_another_agent_is_403() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let other = app.register("web-02").await;
+
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/agents/{}/heartbeat", other.id)))
+        .bearer_auth(app.agent_token(&agent.id))
+        .send()
+        .await
+        .unwrap();
+
+    let error = assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(error.error.message.contains(&other.id), "{error:?}");
 }
 
 #[tokio::test]

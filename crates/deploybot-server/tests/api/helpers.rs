@@ -1,13 +1,15 @@
 //! A real controller per test: its own temp dir (SQLite file and apps.yaml),
 //! a random port, and a reqwest client with typed helpers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use deploybot_server::settings::Secret;
 use deploybot_server::{Controller, Settings, SettingsLayer};
 use deploybot_wire::{
     Agent, Delivery, ErrorBody, HeartbeatResponse, HostInfo, HostsResponse, Job, JobResponse,
-    WebhookResponse, signature,
+    RegisteredAgent, WebhookResponse, signature,
 };
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
@@ -17,6 +19,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const SECRET: &str = "test-secret";
+/// The configured admin token: the test client sends it by default.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The configured enrollment token agents register with.
+pub const ENROLLMENT_TOKEN: &str = "test-enrollment-token-0123456789";
 
 /// Hosts: web-01 (web, api), web-02 (web), api-01 (api), docs-01 (docs).
 pub const APPS_YAML: &str = r#"
@@ -55,6 +61,8 @@ pub struct TestApp {
     pub dir: TempDir,
     secret: Option<String>,
     lease_timeout: Option<String>,
+    /// Agent id → the token its last registration got.
+    agent_tokens: Mutex<HashMap<String, String>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -88,6 +96,8 @@ async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<Strin
         apps: Some(apps_path(dir.path())),
         webhook_secret: secret.clone().map(Secret::new),
         lease_timeout: lease_timeout.clone(),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        enrollment_token: Some(Secret::new(ENROLLMENT_TOKEN)),
         ..Default::default()
     })
     .expect("settings");
@@ -99,8 +109,14 @@ async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<Strin
     let server = tokio::spawn(controller.run(async move {
         let _ = stopped.await;
     }));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
     let client = reqwest::Client::builder()
         .no_proxy()
+        .default_headers(headers)
         .build()
         .expect("client");
     TestApp {
@@ -109,6 +125,7 @@ async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<Strin
         dir,
         secret,
         lease_timeout,
+        agent_tokens: Mutex::new(HashMap::new()),
         shutdown: Some(stop),
         server: Some(server),
     }
@@ -239,16 +256,33 @@ impl TestApp {
         let response = self
             .client
             .post(self.url("/v1/agents/register"))
+            .bearer_auth(ENROLLMENT_TOKEN)
             .json(&json!({"hostname": hostname, "capabilities": ["docker"]}))
             .send()
             .await
             .expect("POST register");
-        ok_json(response).await
+        let registered: RegisteredAgent = ok_json(response).await;
+        self.agent_tokens
+            .lock()
+            .unwrap()
+            .insert(registered.agent.id.clone(), registered.token);
+        registered.agent
+    }
+
+    /// The token of the agent's latest registration through [`Self::register`].
+    pub fn agent_token(&self, agent_id: &str) -> String {
+        self.agent_tokens
+            .lock()
+            .unwrap()
+            .get(agent_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("agent {agent_id} was not registered by this test"))
     }
 
     pub async fn heartbeat(&self, agent_id: &str) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/agents/{agent_id}/heartbeat")))
+            .bearer_auth(self.agent_token(agent_id))
             .json(&json!({"status": "idle"}))
             .send()
             .await
@@ -262,9 +296,20 @@ impl TestApp {
         answer.job
     }
 
+    /// A status report, with the token of the agent the body names, or else
+    /// of the agent the job is assigned to.
     pub async fn report(&self, job_id: &str, body: &Value) -> reqwest::Response {
+        let agent = match body.get("agent_id").and_then(Value::as_str) {
+            Some(agent) => agent.to_owned(),
+            None => self
+                .get_job(job_id)
+                .await
+                .assigned_agent
+                .expect("the job is assigned to an agent"),
+        };
         self.client
             .put(self.url(&format!("/v1/jobs/{job_id}/status")))
+            .bearer_auth(self.agent_token(&agent))
             .json(body)
             .send()
             .await
@@ -293,13 +338,16 @@ impl TestApp {
     /// one on the same data directory and apps.yaml.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
+        let tokens = std::mem::take(&mut *self.agent_tokens.lock().unwrap());
         let TestApp {
             dir,
             secret,
             lease_timeout,
             ..
         } = self;
-        start(dir, secret, lease_timeout).await
+        let app = start(dir, secret, lease_timeout).await;
+        *app.agent_tokens.lock().unwrap() = tokens;
+        app
     }
 
     async fn stop(&mut self) {

@@ -118,6 +118,7 @@ impl TestApp {
     async fn upload(&self, job: &Job, agent: &str, lines: Vec<Value>) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/jobs/{}/logs", job.id)))
+            .bearer_auth(self.agent_token(agent))
             .json(&json!({"lease": job.lease, "agent_id": agent, "lines": lines}))
             .send()
             .await
@@ -151,8 +152,10 @@ async fn uploaded_lines_are_stored_once_in_order() {
 async fn uploads_need_a_running_job_and_its_lease() {
     let app = spawn_app().await;
     let pending = app.create_job_ok("acme/web", "web-01", SHA_A).await;
-    let early = app.upload(&pending, "nobody", lines(1..=1)).await;
-    assert_error(early, StatusCode::CONFLICT, "conflict").await;
+    let bystander = app.register("web-01").await;
+    // A pending job is leased to no agent, so no agent may write to it.
+    let early = app.upload(&pending, &bystander.id, lines(1..=1)).await;
+    assert_error(early, StatusCode::FORBIDDEN, "forbidden").await;
 
     let (agent, mut job) = running_job(&app).await;
     job.lease = job.lease.map(|l| l - 1);
@@ -280,9 +283,10 @@ async fn concurrent_uploads_reach_a_subscriber_complete_and_in_id_order() {
         })
         .map(|(agent, job, batch)| {
             let (client, url) = (app.client.clone(), app.url(&format!("/v1/jobs/{}/logs", job.id)));
+            let token = app.agent_token(&agent);
             tokio::spawn(async move {
                 let body = json!({"lease": job.lease, "agent_id": agent, "lines": lines(batch * 5 + 1..=batch * 5 + 5)});
-                client.post(url).json(&body).send().await.unwrap().status()
+                client.post(url).bearer_auth(token).json(&body).send().await.unwrap().status()
             })
         })
         .collect();

@@ -2,6 +2,7 @@
 //! controller (SQLite file in a temp dir, random port) and talks HTTP to it.
 
 mod agents;
+mod auth;
 mod dispatch_race;
 mod errors;
 mod helpers;
@@ -11,5 +12,6 @@ mod logs;
 mod protocol;
 mod restart;
 mod status;
+mod webhook_properties;
 mod webhook_requests;
 mod webhooks;

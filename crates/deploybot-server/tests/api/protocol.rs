@@ -20,6 +20,7 @@ impl TestApp {
         let response = self
             .client
             .post(self.url(&format!("/v1/agents/{agent_id}/heartbeat?wait={wait_secs}")))
+            .bearer_auth(self.agent_token(agent_id))
             .json(&body)
             .send()
             .await
@@ -66,7 +67,15 @@ async fn a_held_heartbeat_returns_as_soon_as_a_job_for_its_host_is_queued() {
             app.client.clone(),
             app.url(&format!("/v1/agents/{}/heartbeat?wait=30", agent.id)),
         );
-        tokio::spawn(async move { client.post(url).json(&json!({})).send().await })
+        let token = app.agent_token(&agent.id);
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+        })
     };
     // Give the request time to be held: nothing observable says it is.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -88,6 +97,7 @@ async fn a_heartbeat_without_wait_answers_at_once_and_wait_is_bounded() {
     let too_long = app
         .client
         .post(app.url(&format!("/v1/agents/{}/heartbeat?wait=61", agent.id)))
+        .bearer_auth(app.agent_token(&agent.id))
         .json(&json!({}))
         .send()
         .await
@@ -156,9 +166,11 @@ async fn cancelling_a_running_job_tells_its_agent_at_once() {
             app.client.clone(),
             app.url(&format!("/v1/agents/{}/heartbeat?wait=30", agent.id)),
         );
+        let token = app.agent_token(&agent.id);
         tokio::spawn(async move {
             client
                 .post(url)
+                .bearer_auth(token)
                 .json(&json!({"status": "busy"}))
                 .send()
                 .await

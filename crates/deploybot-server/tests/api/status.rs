@@ -111,7 +111,7 @@ async fn a_finished_job_cannot_go_back_to_running() {
 }
 
 #[tokio::test]
-async fn a_report_from_another_agent_is_409_and_changes_nothing() {
+async fn a_report_from_another_agent_is_403_and_changes_nothing() {
     let app = spawn_app().await;
     let (_agent, job) = running_job(&app).await;
     let intruder = app.register("web-02").await;
@@ -123,21 +123,25 @@ async fn a_report_from_another_agent_is_409_and_changes_nothing() {
         )
         .await;
 
-    let error = assert_error(response, StatusCode::CONFLICT, "conflict").await;
+    let error = assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
     assert!(error.error.message.contains(&intruder.id), "{error:?}");
     assert_eq!(app.get_job(&job.id).await, job);
 }
 
 #[tokio::test]
-async fn a_report_on_a_pending_job_is_409() {
+async fn a_report_on_a_pending_job_is_403_as_no_agent_holds_it() {
     let app = spawn_app().await;
     let job = app.create_job_ok("acme/web", "web-02", SHA_A).await;
+    let agent = app.register("web-02").await;
 
     let response = app
-        .report(&job.id, &json!({"status": "success", "exit_code": 0}))
+        .report(
+            &job.id,
+            &json!({"status": "success", "exit_code": 0, "agent_id": agent.id}),
+        )
         .await;
 
-    assert_error(response, StatusCode::CONFLICT, "conflict").await;
+    assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
     assert_eq!(app.get_job(&job.id).await, job);
 }
 
@@ -170,9 +174,13 @@ async fn statuses_an_agent_cannot_report_are_422() {
 #[tokio::test]
 async fn a_report_on_an_unknown_job_is_404() {
     let app = spawn_app().await;
+    let agent = app.register("web-02").await;
 
     let response = app
-        .report("no-such-job", &json!({"status": "success"}))
+        .report(
+            "no-such-job",
+            &json!({"status": "success", "agent_id": agent.id}),
+        )
         .await;
 
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;

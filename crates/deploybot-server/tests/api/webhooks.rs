@@ -196,6 +196,40 @@ async fn a_redelivery_returns_the_first_jobs_and_creates_none() {
 }
 
 #[tokio::test]
+async fn a_replay_under_a_new_delivery_id_deploys_a_finished_commit_no_more() {
+    let app = spawn_app().await;
+    let first = app
+        .push("d-original", "acme/web", "refs/heads/main", SHA_A)
+        .await;
+    // The jobs finish (here: cancelled), so no open job would catch a repeat.
+    for id in &first.jobs_created {
+        app.client
+            .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let count = app.list_jobs("").await.len();
+
+    // The delivery header is not signed: a captured body can come back under
+    // any id. The same commit on another branch is the same deploy too.
+    let replay = app
+        .push("d-forged", "acme/web", "refs/heads/release/1", SHA_A)
+        .await;
+
+    assert!(!replay.duplicate);
+    assert_eq!(replay.jobs_created, first.jobs_created);
+    assert!(replay.message.contains("nothing new"), "{}", replay.message);
+    assert_eq!(app.list_jobs("").await.len(), count);
+    // A new commit still deploys.
+    let next = app
+        .push("d-next", "acme/web", "refs/heads/main", SHA_B)
+        .await;
+    assert_eq!(next.jobs_created.len(), 2);
+    assert_eq!(app.list_jobs("").await.len(), count + 2);
+}
+
+#[tokio::test]
 async fn deliveries_are_listed_newest_first_with_their_verdicts() {
     let app = spawn_app().await;
     let ping = json!({"zen": "hi"});

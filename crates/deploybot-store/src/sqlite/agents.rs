@@ -4,7 +4,7 @@ use deploybot_wire::{Agent, AgentStatus};
 use rusqlite::{Connection, Row, params};
 
 use super::{from_ms, now_ms, to_ms};
-use crate::{Beat, StoreError};
+use crate::{Beat, NewRegistration, StoreError};
 
 const COLUMNS: &str = "id, hostname, capabilities, status, registered_at, last_heartbeat";
 
@@ -23,23 +23,31 @@ fn from_row(row: &Row) -> rusqlite::Result<Agent> {
 
 pub(super) fn register(
     conn: &Connection,
-    new_id: &str,
-    hostname: &str,
-    capabilities: &[String],
+    registration: &NewRegistration,
 ) -> Result<Agent, StoreError> {
     let now = now_ms();
-    let capabilities = serde_json::to_string(capabilities)?;
+    let capabilities = serde_json::to_string(&registration.capabilities)?;
     let agent = conn
         .prepare_cached(&format!(
-            "INSERT INTO agents (id, hostname, capabilities, status, registered_at, last_heartbeat)
-             VALUES (?1, ?2, ?3, 'online', ?4, ?4)
+            "INSERT INTO agents (id, hostname, capabilities, status, registered_at, last_heartbeat, token_hash)
+             VALUES (?1, ?2, ?3, 'online', ?4, ?4, ?5)
              ON CONFLICT (hostname) DO UPDATE SET
                  capabilities = excluded.capabilities,
                  status = 'online',
-                 last_heartbeat = excluded.last_heartbeat
+                 last_heartbeat = excluded.last_heartbeat,
+                 token_hash = excluded.token_hash
              RETURNING {COLUMNS}"
         ))?
-        .query_row(params![new_id, hostname, capabilities, now], from_row)?;
+        .query_row(
+            params![
+                registration.new_id,
+                registration.hostname,
+                capabilities,
+                now,
+                registration.token_hash
+            ],
+            from_row,
+        )?;
     Ok(agent)
 }
 

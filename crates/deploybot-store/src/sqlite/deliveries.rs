@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::jobs::EncodedJob;
 use super::{from_ms, jobs, now_ms};
-use crate::{DeliveryOutcome, NewDelivery, StoreError};
+use crate::{DeliveryOutcome, NewAudit, NewDelivery, StoreError};
 
 fn from_row(row: &Row) -> rusqlite::Result<Delivery> {
     let verdict: String = row.get(6)?;
@@ -50,6 +50,13 @@ pub(super) fn ingest(
     let mut job_ids = Vec::with_capacity(new_jobs.len());
     let mut hosts_with_new_jobs = Vec::new();
     for job in new_jobs {
+        let new = &job.job;
+        if let Some(sha) = &new.sha
+            && let Some(done) = jobs::webhook_job_for(conn, &new.app, &new.host, sha)?
+        {
+            job_ids.push(done.id);
+            continue;
+        }
         let enqueued = jobs::enqueue(conn, job)?;
         if enqueued.created {
             hosts_with_new_jobs.push(enqueued.job.host.clone());
@@ -71,6 +78,24 @@ pub(super) fn ingest(
         serde_json::to_string(&job_ids)?,
         now_ms(),
     ])?;
+    if !job_ids.is_empty() {
+        // The audit trail of webhook deploys, in the same transaction.
+        super::audit::record(
+            conn,
+            &NewAudit {
+                actor: format!("webhook:{}", delivery.delivery_id),
+                action: "deploy".to_owned(),
+                target: format!(
+                    "{}@{}: {} job(s)",
+                    delivery.repo.as_deref().unwrap_or("?"),
+                    delivery.sha.as_deref().unwrap_or("?"),
+                    job_ids.len()
+                ),
+                address: delivery.address.clone(),
+                result: "ok".to_owned(),
+            },
+        )?;
+    }
     Ok(DeliveryOutcome {
         job_ids,
         verdict: delivery.verdict,

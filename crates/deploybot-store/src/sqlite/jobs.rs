@@ -82,6 +82,23 @@ impl EncodedJob {
 /// Enqueues `new`, unless an open job with the same app, repo, ref, sha and
 /// host exists (then that one is returned). A new job supersedes the pending
 /// jobs of the same app and host: the newest push wins.
+/// A webhook job of this app on this host for this commit, in any status.
+pub(super) fn webhook_job_for(
+    conn: &Connection,
+    app: &str,
+    host: &str,
+    sha: &str,
+) -> Result<Option<Job>, StoreError> {
+    let job = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs INDEXED BY jobs_webhook_by_sha
+             WHERE sha = ?1 AND app = ?2 AND host = ?3 AND source = 'webhook' LIMIT 1"
+        ))?
+        .query_row(params![sha, app, host], from_row)
+        .optional()?;
+    Ok(job)
+}
+
 pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueued, StoreError> {
     let new = &encoded.job;
     // At most one open job matches (this very check guarantees it), so no

@@ -87,7 +87,7 @@ pub(super) fn check_holder(
     if let Some(writer) = holder.agent_id
         && assigned.as_deref() != Some(writer)
     {
-        return Err(StoreError::Conflict(match &assigned {
+        return Err(StoreError::NotYours(match &assigned {
             Some(assigned) => {
                 format!("job {job_id} is assigned to agent {assigned}, not {writer}")
             }

@@ -8,6 +8,8 @@
 //! run beside the writer.
 
 mod agents;
+mod audit;
+mod credentials;
 mod deliveries;
 mod jobs;
 mod leases;
@@ -20,12 +22,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deploybot_wire::{Agent, Delivery, Job};
+use deploybot_wire::{Agent, AuditEntry, Delivery, Job, TokenInfo};
 use rusqlite::Connection;
 
 use crate::{
-    AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter, LogFilter,
-    NewDelivery, NewJob, Registered, ReportOutcome, StatusReport, Store, StoreError,
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter,
+    LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered, ReportOutcome,
+    StatusReport, Store, StoreError,
 };
 use deploybot_wire::{LogEntry, LogLine, Timestamp};
 
@@ -123,13 +126,14 @@ impl Store for SqliteStore {
 
     async fn register_agent(
         &self,
-        new_id: String,
-        hostname: String,
-        capabilities: Vec<String>,
+        registration: NewRegistration,
     ) -> Result<Registered, StoreError> {
         self.writer
             .write(move |conn| {
-                let agent = agents::register(conn, &new_id, &hostname, &capabilities)?;
+                if let Some(token) = &registration.use_enrollment_token {
+                    credentials::use_once(conn, token)?;
+                }
+                let agent = agents::register(conn, &registration)?;
                 let lost = leases::lose_jobs_of(
                     conn,
                     &agent.id,
@@ -137,6 +141,64 @@ impl Store for SqliteStore {
                 )?;
                 Ok(Registered { agent, lost })
             })
+            .await
+    }
+
+    async fn agent_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<AgentCredential>, StoreError> {
+        self.readers
+            .read(move |conn| credentials::agent_by_token(conn, &token_hash))
+            .await
+    }
+
+    async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError> {
+        self.writer
+            .write(move |conn| {
+                if !credentials::revoke_agent(conn, &agent_id)? {
+                    return Err(StoreError::NotFound(format!("agent {agent_id}")));
+                }
+                leases::lose_jobs_of(conn, &agent_id, "agent lost: an admin revoked it")
+            })
+            .await
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError> {
+        self.writer
+            .write(move |conn| credentials::create(conn, &token))
+            .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.readers.read(credentials::all).await
+    }
+
+    async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError> {
+        self.readers
+            .read(move |conn| credentials::by_hash(conn, &hash))
+            .await
+    }
+
+    async fn revoke_token(&self, id: String) -> Result<TokenInfo, StoreError> {
+        self.writer
+            .write(move |conn| credentials::revoke(conn, &id))
+            .await
+    }
+
+    async fn any_admin_token(&self) -> Result<bool, StoreError> {
+        self.readers.read(credentials::any_admin).await
+    }
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| audit::record(conn, &entry))
+            .await
+    }
+
+    async fn audit(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError> {
+        self.readers
+            .read(move |conn| audit::recent(conn, limit, before))
             .await
     }
 

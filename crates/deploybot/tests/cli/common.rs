@@ -36,6 +36,11 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The webhook secret of the test servers.
 pub const SECRET: &str = "cli-test-secret";
+/// The admin token of the test servers (`DEPLOYBOT_ADMIN_TOKEN`); the test
+/// client sends it.
+pub const ADMIN_TOKEN: &str = "cli-test-admin-token-0123456789";
+/// The enrollment token servers and agents share (`DEPLOYBOT_ENROLLMENT_TOKEN`).
+pub const ENROLLMENT_TOKEN: &str = "cli-test-enrollment-token-0123456789";
 
 /// One app, `web`, deploying `acme/web` to two hosts.
 pub const WEB_APPS_YAML: &str = r#"apps:
@@ -65,6 +70,9 @@ pub fn deploybot(dir: &Path) -> Command {
             cmd.env_remove(&var);
         }
     }
+    // Authentication is on, as in production: servers and agents share these.
+    cmd.env("DEPLOYBOT_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("DEPLOYBOT_ENROLLMENT_TOKEN", ENROLLMENT_TOKEN);
     cmd
 }
 
@@ -313,6 +321,17 @@ impl Server {
                 client: reqwest::Client::builder()
                     .no_proxy()
                     .timeout(DEADLINE)
+                    .default_headers(
+                        [(
+                            reqwest::header::AUTHORIZATION,
+                            reqwest::header::HeaderValue::from_static(concat!(
+                                "Bearer ",
+                                "cli-test-admin-token-0123456789"
+                            )),
+                        )]
+                        .into_iter()
+                        .collect(),
+                    )
                     .build()
                     .expect("HTTP client"),
             },
@@ -442,6 +461,22 @@ impl Api {
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST {path}: {err}"))
+    }
+
+    /// A POST with `token` instead of the admin token.
+    pub async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
             .json(body)
             .send()
             .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploybot_wire::{
-    Agent, Delivery, DeliveryVerdict, HeartbeatResponse, Job, JobResponse, JobStatus,
+    Delivery, DeliveryVerdict, HeartbeatResponse, Job, JobResponse, JobStatus, RegisteredAgent,
     WebhookResponse,
 };
 use reqwest::StatusCode;
@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::common::{
-    Api, DEADLINE, SECRET, Server, WEB_APPS_YAML, ok_json, push_body, sha, web_server_command,
-    write,
+    Api, DEADLINE, ENROLLMENT_TOKEN, SECRET, Server, WEB_APPS_YAML, ok_json, push_body, sha,
+    web_server_command, write,
 };
 
 /// Pushes in all, sent by `PUSHERS` concurrent tasks.
@@ -75,19 +75,24 @@ async fn pusher(
 }
 
 /// Registers web-01's agent and heartbeats until it is handed a job.
-async fn agent(api: Api, has_job: watch::Sender<bool>) -> (Agent, Job) {
+async fn agent(api: Api, has_job: watch::Sender<bool>) -> (RegisteredAgent, Job) {
     let agent = ok_json!(
-        api.post("/v1/agents/register", &json!({"hostname": "web-01"}))
-            .await,
-        Agent
+        api.post_as(
+            ENROLLMENT_TOKEN,
+            "/v1/agents/register",
+            &json!({"hostname": "web-01"})
+        )
+        .await,
+        RegisteredAgent
     );
-    let heartbeat = format!("/v1/agents/{}/heartbeat", agent.id);
+    let heartbeat = format!("/v1/agents/{}/heartbeat", agent.agent.id);
     let deadline = Instant::now() + DEADLINE;
     let mut every = tokio::time::interval(Duration::from_millis(5));
     loop {
         every.tick().await;
         let answer = ok_json!(
-            api.post(&heartbeat, &json!({"status": "idle"})).await,
+            api.post_as(&agent.token, &heartbeat, &json!({"status": "idle"}))
+                .await,
             HeartbeatResponse
         );
         assert!(answer.acknowledged);
@@ -176,7 +181,7 @@ async fn acknowledged_webhooks_and_the_running_job_survive_kill_9() {
     }
     let still_running = server.get_job(&running.id).await;
     assert_eq!(still_running.status, JobStatus::Running);
-    assert_eq!(still_running.assigned_agent.as_ref(), Some(&agent.id));
+    assert_eq!(still_running.assigned_agent.as_ref(), Some(&agent.agent.id));
 
     // Nothing half-written: every delivery's jobs exist, each host has at most
     // one pending job (the newest supersedes the others).
@@ -221,8 +226,9 @@ async fn acknowledged_webhooks_and_the_running_job_survive_kill_9() {
     // The agent is still known, and web-01 still busy with its job.
     let answer = ok_json!(
         server
-            .post(
-                &format!("/v1/agents/{}/heartbeat", agent.id),
+            .post_as(
+                &agent.token,
+                &format!("/v1/agents/{}/heartbeat", agent.agent.id),
                 &json!({"status": "busy"}),
             )
             .await,

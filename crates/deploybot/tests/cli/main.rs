@@ -6,6 +6,7 @@
 //! Readiness is the `listening on http://…` log line; nothing sleeps for a
 //! condition it can wait on.
 
+mod auth;
 mod common;
 mod config_commands;
 mod durability;

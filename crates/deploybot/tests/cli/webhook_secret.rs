@@ -118,3 +118,82 @@ async fn without_any_secret_webhooks_are_refused() {
     }
     server.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn during_a_rotation_the_previous_secret_is_accepted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_in(
+        dir.path(),
+        &[
+            ("DEPLOYBOT_WEBHOOK_SECRET", "new-secret"),
+            ("DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS", "old-secret"),
+        ],
+        &[],
+    );
+
+    let new = push_signed_with(&server, Some("new-secret"), "d-new").await;
+    assert_eq!(new.status(), StatusCode::OK);
+    let old = push_signed_with(&server, Some("old-secret"), "d-old").await;
+    assert_eq!(old.status(), StatusCode::OK);
+    let other = push_signed_with(&server, Some("older-secret"), "d-other").await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_app_with_its_own_secret_is_deployed_only_by_deliveries_signed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path().join("apps.yaml"),
+        r#"apps:
+  - name: web
+    repo: acme/web
+    hosts: [web-01]
+    deploy: {command: ["./deploy.sh"]}
+  - name: web-canary
+    repo: acme/web
+    hosts: [canary-01]
+    webhook_secret_env: CANARY_HOOK_SECRET
+    deploy: {command: ["./deploy.sh"]}
+"#,
+    );
+    let mut cmd = server_command(dir.path(), &["--apps", "apps.yaml", "--data-dir", "data"]);
+    cmd.env("DEPLOYBOT_WEBHOOK_SECRET", "global-secret")
+        .env("CANARY_HOOK_SECRET", "canary-secret");
+    let server = Server::start(cmd);
+
+    let global = ok_json!(
+        push_signed_with(&server, Some("global-secret"), "d-global").await,
+        WebhookResponse
+    );
+    let own = ok_json!(
+        push_signed_with(&server, Some("canary-secret"), "d-canary").await,
+        WebhookResponse
+    );
+
+    // Each secret deploys its own apps: web-01 by the global, canary-01 by its own.
+    assert_eq!(global.jobs_created.len(), 1, "{global:?}");
+    assert_eq!(own.jobs_created.len(), 1, "{own:?}");
+    assert_ne!(global.jobs_created, own.jobs_created);
+    let wrong = push_signed_with(&server, Some("guess"), "d-guess").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_app_whose_secret_variable_is_unset_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path().join("apps.yaml"),
+        "apps:\n  - name: web\n    repo: acme/web\n    hosts: [web-01]\n    webhook_secret_env: NOT_SET_ANYWHERE\n    deploy: {command: [./deploy.sh]}\n",
+    );
+    let finished = crate::common::run(server_command(
+        dir.path(),
+        &["--apps", "apps.yaml", "--data-dir", "data"],
+    ));
+
+    assert!(!finished.status.success());
+    assert!(
+        finished.stderr.contains("apps.yaml:5:") && finished.stderr.contains("NOT_SET_ANYWHERE"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -1,0 +1,47 @@
+//! `GET /v1/audit`: the audit log (admin).
+
+use axum::Json;
+use axum::extract::State;
+use deploybot_wire::{AuditResponse, ErrorBody};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// 1 to 1000; default 100.
+    limit: Option<u32>,
+    /// Entries older than this id (the last `id` of the previous page).
+    before: Option<i64>,
+}
+
+/// Who did what, newest first (admin): deploys, cancels, retries,
+/// registrations, revocations, tokens made, config reloads.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AuditResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditResponse>, ApiError> {
+    caller.require_admin()?;
+    let limit = super::limit(query.limit, 100, 1000)?;
+    Ok(Json(AuditResponse {
+        entries: state.store.audit(limit, query.before).await?,
+    }))
+}

@@ -1,0 +1,160 @@
+//! `/v1/tokens`: API and enrollment tokens (admin).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use deploybot_store::NewToken;
+use deploybot_wire::{
+    CreateTokenRequest, CreatedToken, ErrorBody, TokenInfo, TokenRole, TokensResponse, names,
+};
+use time::OffsetDateTime;
+
+use crate::audit::audit;
+use crate::auth::{self, Address, Caller};
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::state::AppState;
+
+const MAX_NAME_LEN: usize = 64;
+const MAX_APPS: usize = 100;
+/// Ten years: longer is "never", which is what leaving it out says.
+const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Create a token (admin). The secret is in this answer only.
+///
+/// Roles: `read`, `deploy` (optionally limited to `apps`), `admin`, and
+/// `enroll` (registers agents; optionally `single_use`).
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    request_body = CreateTokenRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = CreatedToken),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
+    ApiJson(request): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    caller.require_admin()?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "name: 1 to {MAX_NAME_LEN} printable characters"
+        )));
+    }
+    if let Some(apps) = &request.apps {
+        if request.role != TokenRole::Deploy {
+            return Err(ApiError::invalid(
+                "apps: only a deploy token can be limited to some apps",
+            ));
+        }
+        if apps.is_empty() || apps.len() > MAX_APPS {
+            return Err(ApiError::invalid(format!(
+                "apps: 1 to {MAX_APPS} app names (leave it out for every app)"
+            )));
+        }
+        for app in apps {
+            names::check_app_name(app).map_err(|err| ApiError::invalid(format!("apps: {err}")))?;
+        }
+    }
+    if request.single_use && request.role != TokenRole::Enroll {
+        return Err(ApiError::invalid(
+            "single_use: only an enroll token can be single-use",
+        ));
+    }
+    let expires_at = match request.expires_in {
+        None => None,
+        Some(secs) if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) => {
+            Some(OffsetDateTime::now_utc() + time::Duration::seconds(secs as i64))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "expires_in: 1 to {MAX_EXPIRES_IN_SECS} seconds (leave it out for never)"
+            )));
+        }
+    };
+    let prefix = if request.role == TokenRole::Enroll {
+        auth::ENROLL_PREFIX
+    } else {
+        auth::API_PREFIX
+    };
+    let token = auth::new_token(prefix);
+    let info = state
+        .store
+        .create_token(NewToken {
+            id: auth::new_token_id(),
+            hash: auth::hash_token(&token),
+            name: name.to_owned(),
+            role: request.role,
+            apps: request.apps,
+            single_use: request.single_use,
+            expires_at,
+        })
+        .await?;
+    let target = format!(
+        "token {} ({}, role {})",
+        info.id,
+        info.name,
+        info.role.as_str()
+    );
+    audit(&state, &caller, "create_token", target, address).await;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
+}
+
+/// Every token, revoked and expired ones included (admin). Secrets are never shown.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TokensResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TokensResponse>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(TokensResponse {
+        tokens: state.store.tokens().await?,
+    }))
+}
+
+/// Revoke a token (admin). It stops working at once on this controller and
+/// within a second on every other.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_…)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TokenInfo),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    caller.require_admin()?;
+    let info = state.store.revoke_token(id.clone()).await?;
+    state.auth.forget_token(&id);
+    let target = format!("token {} ({})", info.id, info.name);
+    audit(&state, &caller, "revoke_token", target, address).await;
+    Ok(Json(info))
+}
