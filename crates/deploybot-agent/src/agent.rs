@@ -40,7 +40,7 @@ pub(crate) async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let client = Client::new(&config.controller)?;
+    let client = Client::new(&config.controller, config.ca_cert.as_deref())?;
     let mut shutdown = pin!(shutdown);
     let saved = identity::load(&config.state_dir);
     if let Some(saved) = &saved {

@@ -126,7 +126,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(base: &Url) -> Result<Self, AgentError> {
+    pub(crate) fn new(base: &Url, ca_cert: Option<&std::path::Path>) -> Result<Self, AgentError> {
         if base.cannot_be_a_base() {
             return Err(AgentError::InvalidController {
                 url: base.to_string(),
@@ -142,12 +142,26 @@ impl Client {
         let mut base = base.clone();
         base.set_query(None);
         base.set_fragment(None);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("deploybot-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(AgentError::HttpClient)?;
+            .user_agent(concat!("deploybot-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let bad = |why: String| AgentError::CaCert {
+                path: path.to_owned(),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|err| bad(err.to_string()))?;
+            let roots =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| bad(err.to_string()))?;
+            if roots.is_empty() {
+                return Err(bad("no PEM certificate in it".to_owned()));
+            }
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        let http = http.build().map_err(AgentError::HttpClient)?;
         Ok(Client {
             http,
             base,
@@ -332,14 +346,14 @@ mod tests {
     #[test]
     fn urls_keep_the_base_path_and_escape_ids() {
         let base: Url = "http://ctl.example:8080/deploybot/".parse().unwrap();
-        let client = Client::new(&base).unwrap();
+        let client = Client::new(&base, None).unwrap();
         assert_eq!(
             client.url(&["v1", "jobs", "a/../b?x", "logs"]).as_str(),
             "http://ctl.example:8080/deploybot/v1/jobs/a%2F..%2Fb%3Fx/logs"
         );
         let bare: Url = "http://127.0.0.1:8080".parse().unwrap();
         assert_eq!(
-            Client::new(&bare)
+            Client::new(&bare, None)
                 .unwrap()
                 .url(&["v1", "agents", "register"])
                 .as_str(),
@@ -350,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_refusal_of_the_token_in_use_counts() {
         let base: Url = "http://127.0.0.1:9".parse().unwrap();
-        let client = Client::new(&base).unwrap();
+        let client = Client::new(&base, None).unwrap();
         let clone = client.clone();
         client.set_token(Some(Token::new("first")));
         let first = client.session.borrow().generation;
@@ -379,7 +393,7 @@ mod tests {
     fn refuses_urls_without_paths() {
         let url: Url = "mailto:ops@example.com".parse().unwrap();
         assert!(matches!(
-            Client::new(&url),
+            Client::new(&url, None),
             Err(AgentError::InvalidController { .. })
         ));
     }

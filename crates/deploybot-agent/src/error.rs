@@ -13,6 +13,9 @@ pub enum AgentError {
     /// The HTTP client could not be built (e.g. no usable TLS backend).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The `--ca-cert` file cannot be read or holds no certificate.
+    #[error("cannot use the CA certificate {}: {why}", path.display())]
+    CaCert { path: PathBuf, why: String },
     /// The controller refused to register this agent (4xx): retrying with the
     /// same hostname and capabilities would be refused again.
     #[error("the controller refused to register this agent ({status}): {message}")]

@@ -83,6 +83,9 @@ pub struct AgentConfig {
     /// Which apps may deploy here and how; `None` runs every job as the
     /// controller specifies it.
     pub policy: Option<Policy>,
+    /// Extra trusted root certificates (PEM) for an HTTPS controller whose
+    /// certificate the system's roots do not vouch for (e.g. a private CA).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -103,6 +106,7 @@ impl AgentConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             enrollment_token: None,
             policy: None,
+            ca_cert: None,
         }
     }
 }

@@ -37,8 +37,8 @@ pub const AGENT_PREFIX: &str = "dbt_agent_";
 
 /// How long a resolved token is trusted without asking the database.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Failed attempts an address may make per [`FAILURE_WINDOW`] before it is
-/// answered 429 without a lookup.
+/// Failed attempts an address may make per [`FAILURE_WINDOW`]; past them its
+/// failures are answered 429 (with when to retry) instead of 401.
 const FAILURES_ALLOWED: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Bounds of the in-memory maps: past these they are cleared, not grown.
@@ -247,14 +247,14 @@ impl Auth {
         if self.insecure {
             return Ok(Caller::Open);
         }
-        if let Some(address) = address {
-            self.check_not_throttled(address)?;
-        }
         let result = self.resolve(store, authorization).await;
         if let (Err(err), Some(address)) = (&result, address)
             && err.status() == StatusCode::UNAUTHORIZED
         {
+            // Only failures are limited: a valid credential is never held up
+            // by someone else's bad guesses from the same address (NAT, a proxy).
             self.failed(address);
+            self.check_not_throttled(address)?;
         }
         result
     }
@@ -350,7 +350,7 @@ impl Auth {
     fn check_not_throttled(&self, address: IpAddr) -> Result<(), ApiError> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.get(&address) {
-            Some(f) if f.count >= FAILURES_ALLOWED && f.since.elapsed() < FAILURE_WINDOW => {
+            Some(f) if f.count > FAILURES_ALLOWED && f.since.elapsed() < FAILURE_WINDOW => {
                 let retry = FAILURE_WINDOW.saturating_sub(f.since.elapsed()).as_secs() + 1;
                 Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -428,12 +428,26 @@ fn check_usable(info: &TokenInfo) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The caller's address, as the connection saw it.
-pub fn peer_address(parts: &Parts) -> Option<IpAddr> {
-    parts
+/// The caller's address: the connection's peer, or, when that peer is a
+/// trusted reverse proxy, the address the proxy appended to
+/// `X-Forwarded-For` (the last entry: earlier ones are the client's to forge).
+pub fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .next_back();
+    Some(forwarded.unwrap_or(peer))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -446,7 +460,11 @@ impl FromRequestParts<AppState> for Caller {
             .map(|value| value.to_str().unwrap_or(""));
         state
             .auth
-            .caller(state.store.as_ref(), authorization, peer_address(parts))
+            .caller(
+                state.store.as_ref(),
+                authorization,
+                client_address(parts, &state.trusted_proxies),
+            )
             .await
     }
 }
@@ -454,10 +472,15 @@ impl FromRequestParts<AppState> for Caller {
 /// The caller's address, for the audit log.
 pub struct Address(pub Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Address {
+impl FromRequestParts<AppState> for Address {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Address(peer_address(parts).map(|ip| ip.to_string())))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Address(
+            client_address(parts, &state.trusted_proxies).map(|ip| ip.to_string()),
+        ))
     }
 }

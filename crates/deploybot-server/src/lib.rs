@@ -29,6 +29,7 @@ mod routes;
 mod serve;
 pub mod settings;
 mod state;
+mod tls;
 mod webhook;
 
 use std::future::Future;
@@ -59,11 +60,14 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A controller ready to serve: store open, config loaded, socket bound.
 pub struct Controller {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// Registered at start, so a SIGHUP right after the readiness line reloads.
     #[cfg(unix)]
     hangups: Option<tokio::signal::unix::Signal>,
@@ -131,6 +135,10 @@ impl Controller {
                 AppsConfig::default()
             }
         };
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let store = deploybot_store::open(&settings.database_url).await?;
         let agents = store.agents().await?;
         let pending = store.hosts_with_pending_jobs().await?;
@@ -180,6 +188,7 @@ impl Controller {
                 .into_iter()
                 .chain(settings.webhook_secret_previous)
                 .collect(),
+            trusted_proxies: settings.trusted_proxies,
             lease_timeout: settings.lease_timeout,
             live: live::Live::default(),
             stopping,
@@ -194,6 +203,7 @@ impl Controller {
         };
         Ok(Controller {
             listener,
+            tls,
             #[cfg(unix)]
             hangups,
             state,
@@ -213,6 +223,12 @@ impl Controller {
     /// never available again.
     pub fn bootstrap_admin_token(&self) -> Option<&str> {
         self.bootstrap_admin_token.as_deref()
+    }
+
+    /// The base URL clients use: `http://ADDR`, or `https://ADDR` with TLS.
+    pub fn url(&self) -> io::Result<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
     }
 
     /// The bound address (useful with port 0).
@@ -242,7 +258,7 @@ impl Controller {
         }
         let app = routes::service(self.state.clone());
         let stop = self.stop;
-        let served = serve::serve(self.listener, app, async move {
+        let served = serve::serve(self.listener, self.tls, app, async move {
             shutdown.await;
             let _ = stop.send(true);
         })

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{agents, audit, deliveries, health, hosts, jobs, logs, tokens, webhooks};
+use crate::routes::{agents, apps, audit, deliveries, health, hosts, jobs, logs, tokens, webhooks};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -37,6 +37,8 @@ use crate::state::AppState;
         tokens::list,
         tokens::revoke,
         audit::list,
+        apps::list,
+        apps::explain,
         hosts::list,
         health::health,
     ),
@@ -45,6 +47,7 @@ use crate::state::AppState;
         (name = "jobs", description = "Deployments"),
         (name = "agents", description = "The processes that run deployments on hosts"),
         (name = "hosts", description = "Deployment targets"),
+        (name = "apps", description = "The live apps.yaml"),
         (name = "logs", description = "Deploy output, paged or live"),
         (name = "tokens", description = "Credentials for people, CI and agent enrollment"),
         (name = "audit", description = "Who did what"),

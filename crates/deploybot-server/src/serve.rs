@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 
 /// hyper's smallest allowed cap.
@@ -35,6 +36,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// accepting and waits for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: crate::routes::Service,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
@@ -58,13 +60,36 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = connections.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone())),
-        );
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone()));
+        let watcher = graceful.watcher();
+        let connections = connections.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let served = match tls {
+                None => {
+                    let connection = connections.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    // The handshake runs in the connection's task, so a slow
+                    // client holds up no one else; it gets a deadline too.
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(error = %err, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection = connections.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

@@ -48,6 +48,10 @@ pub struct SettingsLayer {
     pub admin_token: Option<Secret>,
     pub enrollment_token: Option<Secret>,
     pub insecure_no_auth: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Comma-separated IP addresses of reverse proxies.
+    pub trusted_proxies: Option<String>,
     pub lease_timeout: Option<String>,
     pub log_retention_jobs: Option<u32>,
     pub log_retention_days: Option<u32>,
@@ -74,6 +78,9 @@ impl SettingsLayer {
             admin_token: self.admin_token.or(lower.admin_token),
             enrollment_token: self.enrollment_token.or(lower.enrollment_token),
             insecure_no_auth: self.insecure_no_auth.or(lower.insecure_no_auth),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             lease_timeout: self.lease_timeout.or(lower.lease_timeout),
             log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
             log_retention_days: self.log_retention_days.or(lower.log_retention_days),
@@ -112,6 +119,12 @@ pub struct Settings {
     pub enrollment_token: Option<Secret>,
     /// No authentication at all: the seed's open mode, for experiments.
     pub insecure_no_auth: bool,
+    /// HTTPS: PEM certificate chain and private key (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for the
+    /// audit log and the auth-failure limit).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// An agent silent this long is offline and loses its running job.
     pub lease_timeout: Duration,
     /// Logs are kept for the newest this many jobs of each app…
@@ -166,8 +179,30 @@ impl Settings {
             .filter(|s| !s.expose().is_empty());
         let admin_token = configured_token("admin token", layer.admin_token)?;
         let enrollment_token = configured_token("enrollment token", layer.enrollment_token)?;
+        if layer.tls_cert.is_some() != layer.tls_key.is_some() {
+            return Err(SettingsError(
+                "TLS needs both a certificate (--tls-cert) and its private key (--tls-key)"
+                    .to_owned(),
+            ));
+        }
+        let trusted_proxies = layer
+            .trusted_proxies
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry.parse().map_err(|_| {
+                    SettingsError(format!(
+                        "trusted proxy {entry:?} must be an IP address, e.g. 127.0.0.1"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             listen,
+            trusted_proxies,
             data_dir,
             apps,
             apps_required,
@@ -177,6 +212,8 @@ impl Settings {
             admin_token,
             enrollment_token,
             insecure_no_auth: layer.insecure_no_auth.unwrap_or(false),
+            tls_cert: layer.tls_cert,
+            tls_key: layer.tls_key,
             lease_timeout,
             log_retention_jobs: layer
                 .log_retention_jobs
@@ -249,6 +286,17 @@ data_dir = "{DEFAULT_DATA_DIR}"
 # No authentication at all (the seed's open mode): local experiments only.
 #                                                       env: DEPLOYBOT_INSECURE_NO_AUTH   flag: --insecure-no-auth
 insecure_no_auth = false
+
+# HTTPS: a PEM certificate chain and its private key (both or neither).
+# Or serve plain HTTP behind a reverse proxy that terminates TLS (see README).
+#                                                       env: DEPLOYBOT_TLS_CERT / _KEY   flag: --tls-cert / --tls-key
+# tls_cert = "/etc/deploybot/tls/cert.pem"
+# tls_key = "/etc/deploybot/tls/key.pem"
+
+# Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the real
+# client, for the audit log and the per-address limit on auth failures.
+#                                                       env: DEPLOYBOT_TRUSTED_PROXIES   flag: --trusted-proxies
+# trusted_proxies = "127.0.0.1"
 
 # An agent silent for this long is offline, and the job it runs becomes `lost`.
 #                                                       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout

@@ -39,6 +39,8 @@ pub struct Shared {
     pub dispatch: Arc<Dispatch>,
     /// Webhook HMAC keys: the current secret, then the previous one.
     pub webhook_secrets: Vec<Secret>,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Agents silent this long are offline and lose their running job.
     pub lease_timeout: Duration,
     pub live: Live,

@@ -9,6 +9,7 @@
 //! New fields may be added; existing ones are never renamed or removed.
 
 mod agent;
+mod apps;
 mod auth;
 mod error;
 mod job;
@@ -21,6 +22,7 @@ pub use agent::{
     Agent, AgentStatus, HeartbeatRequest, HeartbeatResponse, HostInfo, HostsResponse,
     RegisterAgentRequest, RegisteredAgent,
 };
+pub use apps::{AppInfo, AppsResponse, ExplainResponse, ExplainSkipped, ExplainTarget};
 pub use auth::{
     AuditEntry, AuditResponse, CreateTokenRequest, CreatedToken, TokenInfo, TokenRole,
     TokensResponse,

@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// with the command each runs instead of the controller's [default: every job runs].
     #[arg(long, env = "DEPLOYBOT_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Trust this PEM CA certificate (bundle) for an HTTPS controller, on top
+    /// of the system's roots (e.g. a private CA or a self-signed certificate).
+    #[arg(long, env = "DEPLOYBOT_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -88,6 +92,7 @@ impl AgentArgs {
         config.shutdown_grace = self.shutdown_grace;
         config.enrollment_token = enrollment_token.map(Token::new);
         config.policy = policy;
+        config.ca_cert = self.ca_cert;
         Ok(config)
     }
 }

@@ -139,6 +139,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
                 shutdown_grace: Duration::from_secs(10),
                 enrollment_token: Some(deploybot_agent::Token::new(enrollment_token)),
                 policy: None,
+                ca_cert: None,
             },
             until_stopped(stopped),
         ));

@@ -42,6 +42,15 @@ pub struct ServerArgs {
     /// only: anyone who reaches the port can deploy.
     #[arg(long, env = "DEPLOYBOT_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "DEPLOYBOT_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "DEPLOYBOT_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the client.
+    #[arg(long, env = "DEPLOYBOT_TRUSTED_PROXIES", value_name = "IPS")]
+    trusted_proxies: Option<String>,
 }
 
 /// Secrets come from the environment or the config file only (a flag would
@@ -72,6 +81,9 @@ impl ServerArgs {
             enrollment_token: secret_from_env(&["DEPLOYBOT_ENROLLMENT_TOKEN"]),
             // A flag can only switch it on; the file may too.
             insecure_no_auth: self.insecure_no_auth.then_some(true),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            trusted_proxies: self.trusted_proxies,
             lease_timeout: self.lease_timeout,
             log_retention_jobs: self.log_retention_jobs,
             log_retention_days: self.log_retention_days,
@@ -91,7 +103,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let controller = Controller::start(settings).await?;
         let shutdown = crate::signals::shutdown();
-        let addr = controller.local_addr()?;
+        let url = controller.url()?;
         if let Some(token) = controller.bootstrap_admin_token() {
             // Shown once, on the terminal, not in the logs: only its hash is kept.
             eprintln!(
@@ -100,7 +112,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                  {token}\n\nUse it as `Authorization: Bearer <token>`, e.g. export DEPLOYBOT_TOKEN={token}\n"
             );
         }
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {url}");
         controller.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())

@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource.
 
 pub(crate) mod agents;
+pub(crate) mod apps;
 pub(crate) mod audit;
 pub(crate) mod deliveries;
 pub(crate) mod health;
@@ -83,6 +84,8 @@ fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/apps", get(apps::list))
+        .route("/v1/explain", get(apps::explain))
         .route("/v1/agents/{id}/heartbeat", post(agents::heartbeat))
         .route("/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))

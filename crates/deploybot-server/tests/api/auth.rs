@@ -5,7 +5,10 @@ use deploybot_wire::{AuditResponse, CreatedToken, Job, TokenInfo, TokensResponse
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, ENROLLMENT_TOKEN, SHA_A, SHA_B, TestApp, ok_json, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, ENROLLMENT_TOKEN, SHA_A, SHA_B, TestApp, ok_json, spawn_app,
+    spawn_app_with_settings,
+};
 
 impl TestApp {
     async fn make_token(&self, body: Value) -> CreatedToken {
@@ -439,6 +442,11 @@ async fn repeated_bad_tokens_from_one_address_are_slowed_down() {
     }
     assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    // A valid token from the same address is not held up by the bad ones.
+    let valid = app
+        .call(Method::GET, "/v1/jobs", Some(ADMIN_TOKEN), Value::Null)
+        .await;
+    assert_eq!(valid, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -514,4 +522,32 @@ async fn revoking_an_agent_ends_its_held_long_poll_without_a_job() {
         1,
         "the job stays queued for a legitimate agent"
     );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_callers() {
+    let app = spawn_app_with_settings(deploybot_server::SettingsLayer {
+        trusted_proxies: Some("127.0.0.1".into()),
+        ..Default::default()
+    })
+    .await;
+    let untrusted = spawn_app().await;
+    for app in [&app, &untrusted] {
+        let created = app
+            .client
+            .post(app.url("/v1/tokens"))
+            .header("X-Forwarded-For", "203.0.113.9, 198.51.100.7")
+            .json(&json!({"name": "x", "role": "read"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+
+    let audit: AuditResponse = ok_json(app.get("/v1/audit").await).await;
+    let direct: AuditResponse = ok_json(untrusted.get("/v1/audit").await).await;
+
+    // The proxy's own entry is the last one; earlier ones are the client's to forge.
+    assert_eq!(audit.entries[0].address.as_deref(), Some("198.51.100.7"));
+    assert_eq!(direct.entries[0].address.as_deref(), Some("127.0.0.1"));
 }

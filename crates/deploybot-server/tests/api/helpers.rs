@@ -89,8 +89,24 @@ fn apps_path(dir: &Path) -> PathBuf {
     dir.join("apps.yaml")
 }
 
+/// The default apps and secret, with these settings over the test defaults.
+pub async fn spawn_app_with_settings(extra: SettingsLayer) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(apps_path(dir.path()), APPS_YAML).expect("write apps.yaml");
+    start_with(dir, Some(SECRET.to_owned()), None, extra).await
+}
+
 async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<String>) -> TestApp {
-    let settings = Settings::resolve(SettingsLayer {
+    start_with(dir, secret, lease_timeout, SettingsLayer::default()).await
+}
+
+async fn start_with(
+    dir: TempDir,
+    secret: Option<String>,
+    lease_timeout: Option<String>,
+    extra: SettingsLayer,
+) -> TestApp {
+    let settings = Settings::resolve(extra.over(SettingsLayer {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().join("data")),
         apps: Some(apps_path(dir.path())),
@@ -99,7 +115,7 @@ async fn start(dir: TempDir, secret: Option<String>, lease_timeout: Option<Strin
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         enrollment_token: Some(Secret::new(ENROLLMENT_TOKEN)),
         ..Default::default()
-    })
+    }))
     .expect("settings");
     let controller = Controller::start(settings)
         .await

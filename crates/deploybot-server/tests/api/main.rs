@@ -2,6 +2,7 @@
 //! controller (SQLite file in a temp dir, random port) and talks HTTP to it.
 
 mod agents;
+mod apps;
 mod auth;
 mod dispatch_race;
 mod errors;

@@ -342,7 +342,7 @@ impl Server {
     pub fn wait_ready(&mut self) {
         let line = self
             .log
-            .wait_for(0, "listening on http://", DEADLINE)
+            .wait_for(0, "listening on http", DEADLINE)
             .unwrap_or_else(|err| panic!("deploybot server did not start: {err}"));
         let url = line
             .split("listening on ")

@@ -15,4 +15,5 @@ mod e2e_failures;
 mod help;
 mod settings;
 mod signals;
+mod tls;
 mod webhook_secret;

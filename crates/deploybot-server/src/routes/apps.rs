@@ -1,0 +1,127 @@
+//! `GET /v1/apps` and `GET /v1/explain`: the live apps.yaml, and what a push
+//! would do with it.
+
+use axum::Json;
+use axum::extract::State;
+use deploybot_wire::{
+    AppInfo, AppsResponse, ErrorBody, ExplainResponse, ExplainSkipped, ExplainTarget, names,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiQuery};
+use crate::state::AppState;
+
+/// The apps of the controller's current apps.yaml.
+#[utoipa::path(
+    get,
+    path = "/v1/apps",
+    tag = "apps",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AppsResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<AppsResponse>, ApiError> {
+    caller.require_read()?;
+    let config = state.apps.get();
+    let apps = config
+        .apps()
+        .iter()
+        .map(|app| AppInfo {
+            name: app.name.clone(),
+            repo: app.repo.clone(),
+            hosts: app.hosts.clone(),
+            deploy_on_push: app.deploy_on_push,
+            branches: app
+                .branches
+                .as_ref()
+                .map(|patterns| patterns.iter().map(|p| p.as_str().to_owned()).collect()),
+            tags: app.tags.iter().map(|p| p.as_str().to_owned()).collect(),
+            command: app.deploy.command.clone(),
+            own_webhook_secret: app.webhook_secret.is_some(),
+        })
+        .collect();
+    Ok(Json(AppsResponse { apps }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    /// `owner/name`.
+    repo: String,
+    /// A full ref (`refs/heads/main`, `refs/tags/v1.2`); a bare branch name
+    /// means `refs/heads/<name>`.
+    #[serde(rename = "ref")]
+    #[param(rename = "ref")]
+    git_ref: String,
+}
+
+/// What a push of `ref` to `repo` would deploy, and why not, from the live
+/// config (apps signed with their own webhook secret are included).
+#[utoipa::path(
+    get,
+    path = "/v1/explain",
+    tag = "apps",
+    params(ExplainQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = ExplainResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn explain(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<ExplainQuery>,
+) -> Result<Json<ExplainResponse>, ApiError> {
+    caller.require_read()?;
+    names::check_repo(&query.repo).map_err(ApiError::bad_request)?;
+    let git_ref = if query.git_ref.starts_with("refs/") {
+        query.git_ref
+    } else {
+        format!("refs/heads/{}", query.git_ref)
+    };
+    names::check_ref(&git_ref).map_err(ApiError::bad_request)?;
+    let config = state.apps.get();
+    let plan = config.plan_push(&query.repo, &git_ref);
+    let message = if plan.targets.is_empty() {
+        plan.no_match_reason(&query.repo, &git_ref)
+    } else {
+        let targets: Vec<String> = plan
+            .targets
+            .iter()
+            .map(|app| format!("{} → {}", app.name, app.hosts.join(", ")))
+            .collect();
+        format!("a push to {git_ref} deploys {}", targets.join("; "))
+    };
+    Ok(Json(ExplainResponse {
+        repo: query.repo,
+        git_ref,
+        targets: plan
+            .targets
+            .iter()
+            .map(|app| ExplainTarget {
+                app: app.name.clone(),
+                hosts: app.hosts.clone(),
+            })
+            .collect(),
+        skipped: plan
+            .skipped
+            .into_iter()
+            .map(|s| ExplainSkipped {
+                app: s.app,
+                reason: s.reason,
+            })
+            .collect(),
+        message,
+    }))
+}
