@@ -17,6 +17,10 @@ bin=$PWD/target/release
 ulimit -n "$(ulimit -Hn)"   # 10,000 long-polls need as many sockets
 addr=127.0.0.1:18088
 export DEPLOYBOT_WEBHOOK_SECRET=bench-secret
+# Authentication on, as in production: the controller and the load generator
+# share these (agents register with the enrollment token, then use their own).
+export DEPLOYBOT_ADMIN_TOKEN=bench-admin-token-0123456789
+export DEPLOYBOT_ENROLLMENT_TOKEN=bench-enrollment-token-0123456789
 
 work=$(mktemp -d)
 server=""

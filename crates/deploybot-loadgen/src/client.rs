@@ -28,6 +28,11 @@ impl Request {
         Self::new(method, path, body.to_string()).header("content-type", "application/json")
     }
 
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+
     pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
         if let Ok(value) = value.as_ref().parse() {
             self.inner.headers_mut().insert(name, value);

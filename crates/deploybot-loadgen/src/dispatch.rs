@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::client::{Connection, Request};
 use crate::stats::Latencies;
-use crate::{register_agents, signed_push};
+use crate::{BenchAgent, register_agents, signed_push};
 
 /// When each agent received the job of each sha.
 type Received = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -26,12 +26,12 @@ pub async fn run(
     pushes: usize,
     repo: &str,
 ) -> anyhow::Result<()> {
-    let ids = register_agents(addr, "bench-agent", agents).await?;
+    let registered = register_agents(addr, "bench-agent", agents).await?;
     let received: Received = Arc::default();
     let reported: Reported = Arc::default();
     let progress = Arc::new(Notify::new());
     let mut pollers = Vec::new();
-    for id in ids {
+    for agent in registered {
         let (addr, received, reported, progress) = (
             addr.to_owned(),
             received.clone(),
@@ -39,7 +39,7 @@ pub async fn run(
             progress.clone(),
         );
         pollers.push(tokio::spawn(async move {
-            poll(&addr, &id, received, reported, progress).await
+            poll(&addr, &agent, received, reported, progress).await
         }));
     }
 
@@ -106,18 +106,20 @@ pub async fn run(
 /// One agent: long-poll, record each job, report it done at once.
 async fn poll(
     addr: &str,
-    id: &str,
+    agent: &BenchAgent,
     received: Received,
     reported: Reported,
     progress: Arc<Notify>,
 ) -> anyhow::Result<()> {
     let mut conn = Connection::open(addr).await?;
+    let id = &agent.id;
     loop {
         let request = Request::json(
             Method::POST,
             &format!("/v1/agents/{id}/heartbeat?wait=25"),
             &json!({"status": "idle"}),
-        );
+        )
+        .bearer(&agent.token);
         let (status, body) = conn.send(request).await?;
         let at = Instant::now();
         anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
@@ -135,7 +137,8 @@ async fn poll(
             Method::PUT,
             &format!("/v1/jobs/{}/status", job["id"].as_str().unwrap_or_default()),
             &json!({"status": "success", "exit_code": 0, "agent_id": id, "lease": job["lease"]}),
-        );
+        )
+        .bearer(&agent.token);
         let (status, _) = conn.send(report).await?;
         anyhow::ensure!(status == 200, "report: HTTP {status}");
         reported.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

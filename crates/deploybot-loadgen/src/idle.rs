@@ -11,11 +11,11 @@ use crate::client::{Connection, Request};
 use crate::register_agents;
 
 pub async fn run(addr: &str, agents: usize, hold: Duration) -> anyhow::Result<()> {
-    let ids = register_agents(addr, "idle-agent", agents).await?;
+    let registered = register_agents(addr, "idle-agent", agents).await?;
     let connected = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + hold;
     let mut tasks = Vec::with_capacity(agents);
-    for id in ids {
+    for agent in registered {
         let (addr, connected) = (addr.to_owned(), connected.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&addr).await?;
@@ -23,9 +23,10 @@ pub async fn run(addr: &str, agents: usize, hold: Duration) -> anyhow::Result<()
             while Instant::now() < deadline {
                 let request = Request::json(
                     Method::POST,
-                    &format!("/v1/agents/{id}/heartbeat?wait=60"),
+                    &format!("/v1/agents/{}/heartbeat?wait=60", agent.id),
                     &json!({"status": "idle"}),
-                );
+                )
+                .bearer(&agent.token);
                 let (status, _) = conn.send(request).await?;
                 anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
             }

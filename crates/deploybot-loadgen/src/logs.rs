@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::client::{Connection, Request};
 use crate::stats::Latencies;
-use crate::{register_agents, signed_push};
+use crate::{BenchAgent, admin_token, register_agents, signed_push};
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -32,7 +32,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Each uploader sends a batch this often to offer `rate` lines/s in all.
     let every = (rate > 0).then(|| Duration::from_secs_f64((batch * jobs) as f64 / rate as f64));
-    let ids = register_agents(addr, "bench-agent", jobs).await?;
+    let registered = register_agents(addr, "bench-agent", jobs).await?;
     // Subscribe first, so every uploaded line can be seen.
     let subscriber = tokio::spawn(subscribe(
         addr.to_owned(),
@@ -60,10 +60,10 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + duration;
     let mut uploaders = Vec::with_capacity(jobs);
-    for id in ids {
+    for agent in registered {
         let (addr, accepted) = (addr.to_owned(), accepted.clone());
         uploaders.push(tokio::spawn(async move {
-            upload(&addr, &id, batch, every, deadline, accepted).await
+            upload(&addr, &agent, batch, every, deadline, accepted).await
         }));
     }
     for uploader in uploaders {
@@ -90,7 +90,7 @@ pub async fn run(
 /// One agent: take its job, upload batches until the deadline, report.
 async fn upload(
     addr: &str,
-    id: &str,
+    agent: &BenchAgent,
     batch: usize,
     every: Option<Duration>,
     deadline: Instant,
@@ -102,12 +102,14 @@ async fn upload(
         ticks
     });
     let mut conn = Connection::open(addr).await?;
+    let id = &agent.id;
     let job = loop {
         let request = Request::json(
             Method::POST,
             &format!("/v1/agents/{id}/heartbeat?wait=5"),
             &json!({}),
-        );
+        )
+        .bearer(&agent.token);
         let (status, body) = conn.send(request).await?;
         anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
         let answer: serde_json::Value = serde_json::from_slice(&body)?;
@@ -137,7 +139,8 @@ async fn upload(
             Method::POST,
             &format!("/v1/jobs/{job_id}/logs"),
             &json!({"lease": job["lease"], "agent_id": id, "lines": lines}),
-        );
+        )
+        .bearer(&agent.token);
         let (status, body) = conn.send(request).await?;
         anyhow::ensure!(
             status == 200,
@@ -151,7 +154,8 @@ async fn upload(
         Method::PUT,
         &format!("/v1/jobs/{job_id}/status"),
         &json!({"status": "success", "exit_code": 0, "agent_id": id, "lease": job["lease"]}),
-    );
+    )
+    .bearer(&agent.token);
     conn.send(report).await?;
     Ok(())
 }
@@ -159,9 +163,11 @@ async fn upload(
 /// Reads the whole log stream for `for_how_long`: lines seen and their delay.
 async fn subscribe(addr: String, for_how_long: Duration) -> anyhow::Result<(u64, Latencies)> {
     let mut conn = Connection::open(&addr).await?;
-    let response = conn
-        .send_streaming(Request::new(Method::GET, "/v1/logs/stream", String::new()))
-        .await?;
+    let mut request = Request::new(Method::GET, "/v1/logs/stream", String::new());
+    if let Some(token) = admin_token() {
+        request = request.bearer(&token);
+    }
+    let response = conn.send_streaming(request).await?;
     anyhow::ensure!(
         response.status() == 200,
         "stream: HTTP {}",

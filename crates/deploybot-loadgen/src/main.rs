@@ -154,17 +154,19 @@ async fn main() -> anyhow::Result<()> {
         } => logs::run(&cli.addr, &secret, jobs, batch, rate, &repo, cli.duration).await,
         Load::Idle { agents } => idle::run(&cli.addr, agents, cli.duration).await,
         Load::Heartbeats { agents } => {
-            let ids = Arc::new(register_agents(&cli.addr, "bench-agent", agents).await?);
+            let agents = Arc::new(register_agents(&cli.addr, "bench-agent", agents).await?);
             let make = move |conn: usize| {
-                let ids = ids.clone();
+                let agents = agents.clone();
                 let mut next = conn;
                 move || {
-                    next = (next + 7919) % ids.len();
+                    next = (next + 7919) % agents.len();
+                    let agent = &agents[next];
                     client::Request::post(
-                        &format!("/v1/agents/{}/heartbeat", ids[next]),
+                        &format!("/v1/agents/{}/heartbeat", agent.id),
                         r#"{"status":"idle"}"#.to_owned(),
                     )
                     .header("content-type", "application/json")
+                    .bearer(&agent.token)
                 }
             };
             run("heartbeats", &cli.addr, cli.connections, cli.duration, make).await
@@ -172,25 +174,51 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Registers `count` agents named `{prefix}-{i}` over 64 connections; their ids, in order.
+/// A registered agent: its id and the token its heartbeats and writes carry.
+#[derive(Debug, Clone, Default)]
+pub struct BenchAgent {
+    pub id: String,
+    pub token: String,
+}
+
+/// The enrollment token to register with (`DEPLOYBOT_ENROLLMENT_TOKEN`, as
+/// the controller reads it); none for a controller in open mode.
+fn enrollment_token() -> Option<String> {
+    std::env::var("DEPLOYBOT_ENROLLMENT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// A token to read the API with (`DEPLOYBOT_ADMIN_TOKEN`), for the log stream.
+pub fn admin_token() -> Option<String> {
+    std::env::var("DEPLOYBOT_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Registers `count` agents named `{prefix}-{i}` over 64 connections, in order.
 pub async fn register_agents(
     addr: &str,
     prefix: &str,
     count: usize,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<BenchAgent>> {
     let workers = count.clamp(1, 64);
+    let enrollment = enrollment_token();
     let mut tasks = Vec::with_capacity(workers);
     for w in 0..workers {
-        let (addr, prefix) = (addr.to_owned(), prefix.to_owned());
+        let (addr, prefix, enrollment) = (addr.to_owned(), prefix.to_owned(), enrollment.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&addr).await?;
-            let mut ids = Vec::new();
+            let mut agents = Vec::new();
             for i in (w..count).step_by(workers) {
-                let request = client::Request::json(
+                let mut request = client::Request::json(
                     hyper::Method::POST,
                     "/v1/agents/register",
                     &serde_json::json!({"hostname": format!("{prefix}-{i}")}),
                 );
+                if let Some(token) = &enrollment {
+                    request = request.bearer(token);
+                }
                 let (status, body) = conn.send(request).await?;
                 if status != 200 {
                     bail!(
@@ -200,18 +228,25 @@ pub async fn register_agents(
                 }
                 let agent: serde_json::Value = serde_json::from_slice(&body)?;
                 let id = agent["id"].as_str().context("registration without id")?;
-                ids.push((i, id.to_owned()));
+                let token = agent["token"].as_str().unwrap_or_default();
+                agents.push((
+                    i,
+                    BenchAgent {
+                        id: id.to_owned(),
+                        token: token.to_owned(),
+                    },
+                ));
             }
-            anyhow::Ok(ids)
+            anyhow::Ok(agents)
         }));
     }
-    let mut ids = vec![String::new(); count];
+    let mut agents = vec![BenchAgent::default(); count];
     for task in tasks {
-        for (i, id) in task.await?? {
-            ids[i] = id;
+        for (i, agent) in task.await?? {
+            agents[i] = agent;
         }
     }
-    Ok(ids)
+    Ok(agents)
 }
 
 /// A signed push of `sha` to `repo`'s main branch.

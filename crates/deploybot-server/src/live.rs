@@ -3,36 +3,11 @@
 
 use std::sync::Arc;
 
-use deploybot_wire::{Job, JobStatus};
-use serde::Serialize;
+use deploybot_wire::{Job, StatusEvent};
 use tokio::sync::broadcast;
 
 /// Events buffered for slow subscribers; one that lags skips the oldest.
 const CAPACITY: usize = 4096;
-
-/// `event: status` on the stream: a job changed state.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusEvent {
-    pub job_id: String,
-    pub host: String,
-    pub app: String,
-    pub status: JobStatus,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-}
-
-impl From<&Job> for StatusEvent {
-    fn from(job: &Job) -> Self {
-        StatusEvent {
-            job_id: job.id.clone(),
-            host: job.host.clone(),
-            app: job.app.clone(),
-            status: job.status,
-            exit_code: job.exit_code,
-            error: job.error.clone(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Live {

@@ -34,6 +34,7 @@ pub use job::{
 };
 pub use logs::{
     AppendLogsRequest, AppendLogsResponse, JobLogsResponse, LogEntry, LogLine, LogStream,
+    StatusEvent,
 };
 pub use webhook::{Delivery, DeliveryVerdict, WebhookResponse};
 

@@ -89,3 +89,28 @@ pub struct JobLogsResponse {
     /// Pass as `after` to get the next page; absent on the last page.
     pub next_after: Option<u64>,
 }
+
+/// `event: status` on the log stream (`GET /v1/logs/stream`): a job changed
+/// state. `event: log` carries a [`LogEntry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StatusEvent {
+    pub job_id: String,
+    pub host: String,
+    pub app: String,
+    pub status: crate::JobStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl From<&crate::Job> for StatusEvent {
+    fn from(job: &crate::Job) -> Self {
+        StatusEvent {
+            job_id: job.id.clone(),
+            host: job.host.clone(),
+            app: job.app.clone(),
+            status: job.status,
+            exit_code: job.exit_code,
+            error: job.error.clone(),
+        }
+    }
+}

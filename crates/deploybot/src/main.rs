@@ -4,6 +4,7 @@
 //! crates.
 
 mod agent;
+mod cli;
 mod dev;
 mod logging;
 mod server;
@@ -12,15 +13,18 @@ mod signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "deploybot",
     version,
-    about = "Self-hosted push-to-deploy: controller, agent and CLI"
+    about = "Self-hosted push-to-deploy: controller, agent and CLI",
+    after_help = cli::TOP_AFTER_HELP
 )]
 struct Cli {
+    #[command(flatten)]
+    client: cli::TopArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The client commands: they talk to a controller over its API.
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -61,7 +68,16 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Client(_)) && !cli.client.is_empty() {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--url, --token, --output and --ca-cert belong to the client commands (deploy, jobs, logs, …)",
+            )
+            .exit();
+    }
     let result = match cli.command {
+        Command::Client(command) => return cli::run(cli.client, command, Cli::command),
         Command::Server(args) => server::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Dev(args) => dev::run(args),

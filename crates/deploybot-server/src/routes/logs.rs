@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use deploybot_store::LogFilter;
 use deploybot_wire::{
-    AppendLogsRequest, AppendLogsResponse, ErrorBody, Job, JobLogsResponse, LogEntry,
+    AppendLogsRequest, AppendLogsResponse, ErrorBody, Job, JobLogsResponse, LogEntry, StatusEvent,
 };
 use futures_util::Stream;
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{Caller, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::live::StatusEvent;
+
 use crate::state::AppState;
 
 /// Most lines one upload may carry.

@@ -17,6 +17,7 @@ use axum::routing::{delete, get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 use tower_http::trace::{Trace, TraceLayer};
 
 use crate::error::{self, ApiError};
@@ -50,6 +51,9 @@ pub fn service(state: AppState) -> Service {
     ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(PanicAnswer))
+        // A client that stops sending its body mid-way is cut off, so it
+        // cannot hold a connection and a handler forever.
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .service(router(state))
 }
 
@@ -74,7 +78,13 @@ impl ResponseForPanic for PanicAnswer {
 }
 
 /// The type of [`service`].
-pub type Service = Trace<CatchPanic<Router, PanicAnswer>, SharedClassifier<ServerErrorsAsFailures>>;
+pub type Service = Trace<
+    CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
+    SharedClassifier<ServerErrorsAsFailures>,
+>;
+
+/// The longest a request body may pause between two chunks.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn router(state: AppState) -> Router {
     let api = Router::new()

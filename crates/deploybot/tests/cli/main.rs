@@ -7,6 +7,11 @@
 //! condition it can wait on.
 
 mod auth;
+mod client_deploy;
+mod client_errors;
+mod client_follow;
+mod client_login;
+mod client_tables;
 mod common;
 mod config_commands;
 mod durability;

@@ -1,0 +1,209 @@
+//! What the controller knows: `hosts`, `agents`, `apps`, `deliveries`,
+//! `explain`.
+
+use deploybot_wire::{
+    Agent, AppsResponse, Delivery, DeliveryVerdict, ExplainResponse, HostsResponse, Job,
+};
+
+use super::client::Result;
+use super::output::{self, Cell, Paint, Table};
+use super::{Ctx, ExplainArgs};
+
+/// `0195ab3f success`: a job in one cell, its id as short as `ids` allow.
+fn job_cell(job: Option<&Job>, ids: &[&str], short: &[String]) -> Cell {
+    let Some(job) = job else {
+        return Cell::none();
+    };
+    let id = ids
+        .iter()
+        .position(|id| *id == job.id)
+        .and_then(|i| short.get(i))
+        .map_or_else(|| output::short_id(&job.id), Clone::clone);
+    Cell::new(format!("{id} {}", job.status))
+}
+
+pub async fn hosts(ctx: &Ctx) -> Result<()> {
+    let answer: HostsResponse = ctx.client.get(&["v1", "hosts"], &[]).await?;
+    if ctx.json {
+        output::print_json(&answer);
+        return Ok(());
+    }
+    let now = output::now();
+    let ids: Vec<&str> = answer
+        .hosts
+        .iter()
+        .flat_map(|h| [h.current_job.as_ref(), h.last_job.as_ref()])
+        .flatten()
+        .map(|job| job.id.as_str())
+        .collect();
+    let short = output::short_ids(&ids);
+    let mut table = Table::new(&[
+        "HOST",
+        "AGENT",
+        "LAST SEEN",
+        "RUNNING",
+        "LAST JOB",
+        "PENDING",
+        "APPS",
+    ]);
+    for host in &answer.hosts {
+        let agent = match &host.agent_id {
+            Some(_) => Cell::painted(
+                host.agent_status.as_str(),
+                Paint::of_agent(host.agent_status),
+            ),
+            None => Cell::painted("no agent", Paint::Red),
+        };
+        table.row(vec![
+            Cell::new(&host.hostname),
+            agent,
+            Cell::new(output::ago_or_dash(host.last_seen, now)),
+            job_cell(host.current_job.as_ref(), &ids, &short),
+            job_cell(host.last_job.as_ref(), &ids, &short),
+            Cell::new(host.pending_jobs.to_string()),
+            Cell::new(host.apps.join(", ")),
+        ]);
+    }
+    table.print("no hosts: apps.yaml lists none and no agent has registered");
+    Ok(())
+}
+
+pub async fn agents(ctx: &Ctx) -> Result<()> {
+    let agents: Vec<Agent> = ctx.client.get(&["v1", "agents"], &[]).await?;
+    if ctx.json {
+        output::print_json(&agents);
+        return Ok(());
+    }
+    let now = output::now();
+    let mut table = Table::new(&[
+        "ID",
+        "HOSTNAME",
+        "STATUS",
+        "LAST HEARTBEAT",
+        "REGISTERED",
+        "CAPABILITIES",
+    ]);
+    for agent in &agents {
+        table.row(vec![
+            Cell::new(&agent.id),
+            Cell::new(&agent.hostname),
+            Cell::painted(agent.status.as_str(), Paint::of_agent(agent.status)),
+            Cell::new(output::ago_or_dash(agent.last_heartbeat, now)),
+            Cell::new(output::ago(agent.registered_at, now)),
+            Cell::new(agent.capabilities.join(", ")),
+        ]);
+    }
+    table.print("no agents registered");
+    Ok(())
+}
+
+pub async fn apps(ctx: &Ctx) -> Result<()> {
+    let answer: AppsResponse = ctx.client.get(&["v1", "apps"], &[]).await?;
+    if ctx.json {
+        output::print_json(&answer);
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "NAME", "REPO", "HOSTS", "ON PUSH", "BRANCHES", "TAGS", "SECRET", "COMMAND",
+    ]);
+    for app in &answer.apps {
+        let branches = match &app.branches {
+            Some(patterns) => patterns.join(" "),
+            None => "all".to_owned(),
+        };
+        table.row(vec![
+            Cell::new(&app.name),
+            Cell::new(&app.repo),
+            Cell::new(app.hosts.join(", ")),
+            Cell::new(if app.deploy_on_push { "yes" } else { "no" }),
+            Cell::new(branches),
+            Cell::new(app.tags.join(" ")),
+            Cell::new(if app.own_webhook_secret {
+                "own"
+            } else {
+                "global"
+            }),
+            Cell::new(app.command.join(" ")),
+        ]);
+    }
+    table.print("no apps: the controller's apps.yaml lists none");
+    Ok(())
+}
+
+fn verdict_paint(verdict: DeliveryVerdict) -> Paint {
+    match verdict {
+        DeliveryVerdict::Queued => Paint::Green,
+        DeliveryVerdict::NoMatch => Paint::Yellow,
+        DeliveryVerdict::Ping | DeliveryVerdict::IgnoredEvent | DeliveryVerdict::Deleted => {
+            Paint::Dim
+        }
+    }
+}
+
+pub async fn deliveries(ctx: &Ctx, limit: u32) -> Result<()> {
+    let deliveries: Vec<Delivery> = ctx
+        .client
+        .get(&["v1", "deliveries"], &[("limit", Some(limit.to_string()))])
+        .await?;
+    if ctx.json {
+        output::print_json(&deliveries);
+        return Ok(());
+    }
+    let now = output::now();
+    let mut table = Table::new(&[
+        "RECEIVED", "DELIVERY", "EVENT", "REPO", "REF", "SHA", "VERDICT", "JOBS", "MESSAGE",
+    ]);
+    for delivery in &deliveries {
+        table.row(vec![
+            Cell::new(output::ago(delivery.received_at, now)),
+            Cell::new(&delivery.delivery_id),
+            Cell::new(&delivery.event),
+            Cell::new(delivery.repo.as_deref().unwrap_or_default()),
+            Cell::new(delivery.git_ref.as_deref().unwrap_or_default()),
+            Cell::new(output::short_sha(delivery.sha.as_deref())),
+            Cell::painted(delivery.verdict.as_str(), verdict_paint(delivery.verdict)),
+            Cell::new(delivery.job_ids.len().to_string()),
+            Cell::new(&delivery.message),
+        ]);
+    }
+    table.print("no webhook deliveries yet");
+    Ok(())
+}
+
+pub async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<()> {
+    let answer: ExplainResponse = ctx
+        .client
+        .get(
+            &["v1", "explain"],
+            &[("repo", Some(args.repo)), ("ref", Some(args.git_ref))],
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&answer);
+        return Ok(());
+    }
+    outln!("{}", output::escape_log(&answer.message));
+    if answer.targets.is_empty() && answer.skipped.is_empty() {
+        return Ok(());
+    }
+    let mut table = Table::new(&["APP", "DEPLOYS", "HOSTS", "WHY NOT"]);
+    for target in &answer.targets {
+        table.row(vec![
+            Cell::new(&target.app),
+            Cell::painted("yes", Paint::Green),
+            Cell::new(target.hosts.join(", ")),
+            Cell::none(),
+        ]);
+    }
+    for skipped in &answer.skipped {
+        table.row(vec![
+            Cell::new(&skipped.app),
+            Cell::painted("no", Paint::Yellow),
+            Cell::none(),
+            Cell::new(&skipped.reason),
+        ]);
+    }
+    outln!();
+    table.print("");
+    Ok(())
+}
