@@ -81,8 +81,9 @@ pub enum Caller {
     ConfiguredAdmin,
     /// The configured enrollment token.
     ConfiguredEnrollment,
-    /// A token made through the API (or the bootstrap admin token).
-    Token(TokenInfo),
+    /// A token made through the API (or the bootstrap admin token). Boxed:
+    /// the token cache holds a `Caller` per token in use, mostly agents'.
+    Token(Box<TokenInfo>),
     /// An agent, by its own token.
     Agent { id: String, host: String },
 }
@@ -218,7 +219,8 @@ pub struct Auth {
     insecure: bool,
     admin: Option<[u8; 32]>,
     enrollment: Option<[u8; 32]>,
-    cache: Mutex<HashMap<String, (Caller, Instant)>>,
+    /// Keyed by the token's SHA-256: 32 bytes inline, no second allocation.
+    cache: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
@@ -278,12 +280,12 @@ impl Auth {
         {
             return Ok(Caller::ConfiguredEnrollment);
         }
-        let hash = hex::encode(presented);
-        if let Some(caller) = self.cached(&hash) {
+        if let Some(caller) = self.cached(&presented) {
             return Ok(caller);
         }
+        let hash = hex::encode(presented);
         let caller = if token.starts_with(AGENT_PREFIX) {
-            let agent = store.agent_by_token(hash.clone()).await?.ok_or_else(|| {
+            let agent = store.agent_by_token(hash).await?.ok_or_else(|| {
                 ApiError::unauthorized(
                     "invalid_token",
                     "agent token not recognised: it was replaced by a newer registration or revoked; register again",
@@ -295,21 +297,21 @@ impl Auth {
             }
         } else {
             let info = store
-                .token_by_hash(hash.clone())
+                .token_by_hash(hash)
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "token not recognised"))?;
-            Caller::Token(info)
+            Caller::Token(Box::new(info))
         };
         // Revoked, expired and used-up tokens are checked on every use, from
         // the cache too, so they are never cached as good.
         if let Caller::Token(info) = &caller {
             check_usable(info)?;
         }
-        self.remember(hash, caller.clone());
+        self.remember(presented, caller.clone());
         Ok(caller)
     }
 
-    fn cached(&self, hash: &str) -> Option<Caller> {
+    fn cached(&self, hash: &[u8; 32]) -> Option<Caller> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (caller, at) = cache.get(hash)?;
         if at.elapsed() > CACHE_TTL {
@@ -323,7 +325,7 @@ impl Auth {
         Some(caller.clone())
     }
 
-    fn remember(&self, hash: String, caller: Caller) {
+    fn remember(&self, hash: [u8; 32], caller: Caller) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED {
             cache.clear();
