@@ -54,15 +54,18 @@ pub(crate) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, String> {
         return Err("the deploy command is empty".to_owned());
     };
     let mut command = Command::new(program);
+    command.args(args);
+    // The agent's own DEPLOYBOT_* settings (its enrollment token among them;
+    // on a host that also runs the controller, admin tokens and webhook
+    // secrets too) are no business of a deploy script's: the only DEPLOYBOT_*
+    // variables it sees are the job's, set below.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("DEPLOYBOT_") {
+            command.env_remove(&name);
+        }
+    }
     command
-        .args(args)
-        // DeployBot's credentials are no business of a deploy script's (a
-        // host running controller and agent may share an environment).
         .env_remove(ENROLLMENT_TOKEN_ENV)
-        .env_remove("DEPLOYBOT_ADMIN_TOKEN")
-        .env_remove("DEPLOYBOT_TOKEN")
-        .env_remove("DEPLOYBOT_WEBHOOK_SECRET")
-        .env_remove("DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS")
         .env_remove("GITHUB_WEBHOOK_SECRET")
         .envs(launch.env)
         // After `launch.env`, so a job's configuration cannot fake them.

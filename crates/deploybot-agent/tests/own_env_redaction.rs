@@ -12,14 +12,14 @@ use support::{Fake, job, start_agent};
 fn secrets_in_the_agents_own_environment_are_redacted() {
     // SAFETY: the only test in this binary, run before the tokio runtime (or
     // any other thread of ours) starts.
-    unsafe { std::env::set_var("DEPLOYBOT_TEST_SIGNING_KEY", "agent-own-secret") };
+    unsafe { std::env::set_var("APP_SIGNING_KEY", "agent-own-secret") };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let fake = Fake::start().await;
         let command = vec![
             "sh".into(),
             "-c".into(),
-            "echo \"key=$DEPLOYBOT_TEST_SIGNING_KEY\"".into(),
+            "echo \"key=$APP_SIGNING_KEY\"".into(),
         ];
         fake.push_job(job("job-own-env", command));
         let agent = start_agent(&fake, |_| {});

@@ -266,6 +266,7 @@ data_dir = "{DEFAULT_DATA_DIR}"
 # Database URL. Default: sqlite://<data_dir>/{DATABASE_FILE}
 #                                                       env: DEPLOYBOT_DATABASE_URL   flag: --database-url
 # database_url = "sqlite:///var/lib/deploybot/{DATABASE_FILE}"
+# database_url = "postgres://deploybot:secret@db.internal:5432/deploybot"
 
 # Secret shared with GitHub to sign webhooks (X-Hub-Signature-256). Webhooks are
 # refused until it is set. Prefer the environment over this file for secrets.

@@ -2,8 +2,8 @@
 //!
 //! [`Store`] is the one interface the controller uses to read and change its
 //! state: agents, jobs and webhook deliveries. [`open`] picks the backend from
-//! a database URL; today that is SQLite (`sqlite://path`), the embedded
-//! default.
+//! a database URL: SQLite (`sqlite://path`), the embedded default, or
+//! PostgreSQL (`postgres://…`), which several controllers can share.
 //!
 //! Architecture invariants:
 //! - Only this crate speaks SQL. Callers see [`Store`] and wire types.
@@ -14,6 +14,7 @@
 //! - Each backend owns its migrations; a shipped migration is never edited
 //!   (the runner refuses to start when an applied migration's checksum changed).
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use deploybot_wire::{
     LogEntry, LogLine, Timestamp, TokenInfo, TokenRole,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -378,14 +380,18 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_logs(&self, keep_jobs: u32, keep_since: Timestamp) -> Result<u64, StoreError>;
 }
 
-/// Opens the store a URL names: `sqlite://path/to/file.db` (or `sqlite:path`).
+/// Opens the store a URL names: `sqlite://path/to/file.db` (or `sqlite:path`),
+/// or `postgres://user:password@host:port/database` (or `postgresql://…`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .ok_or_else(|| {
             StoreError::Setup(format!(
-                "unsupported database URL {:?}: expected sqlite://PATH",
+                "unsupported database URL {:?}: expected sqlite://PATH or postgres://…",
                 redact_url(url)
             ))
         })?;
@@ -393,9 +399,12 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(store))
 }
 
-/// A URL with any password replaced, for messages.
+/// A URL with any password replaced, for messages: the one in
+/// `user:password@` and a `password=` query parameter (PostgreSQL URLs accept
+/// both).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    // The userinfo ends at the last '@': a password may hold '?' or '/'.
+    let redacted = match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.split_once(':') {
@@ -404,5 +413,53 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    match redacted.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://deploy:s3cret@db:5432/deploybot"),
+            "postgres://deploy:***@db:5432/deploybot"
+        );
+        assert_eq!(
+            redact_url("postgresql://deploy@db/deploybot?password=s3cret&sslmode=require"),
+            "postgresql://deploy@db/deploybot?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://deploy:p?a/s@s@db/deploybot"),
+            "postgres://deploy:***@db/deploybot"
+        );
+        assert_eq!(
+            redact_url("postgres://deploy@db/deploybot?password=a@b"),
+            "postgres://deploy@db/deploybot?password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/test"),
+            "postgres://postgres@127.0.0.1:5432/test"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/deploybot/deploybot.db"),
+            "sqlite:///var/lib/deploybot/deploybot.db"
+        );
     }
 }

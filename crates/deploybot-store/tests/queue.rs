@@ -1,28 +1,52 @@
-//! The store's behaviour, tested on a real database file.
+//! The store's behaviour: one conformance suite, written against `dyn Store`,
+//! run on every backend (SQLite on a real file, PostgreSQL on a fresh
+//! database; see `support` for how the PostgreSQL server is chosen).
 //!
-//! Written against `dyn Store` so the same suite can run on every backend.
+//! Each test is an `async fn(TestStore)`; `conformance!` at the end of each
+//! file makes a `sqlite::NAME` and a `postgres::NAME` test of it (filter with
+//! `cargo test -p deploybot-store --test queue sqlite::`). Agents, tokens and
+//! the audit log are in `queue/agents.rs`, deploy output in `queue/logs.rs`.
+
+mod support;
+
+/// Makes each listed `async fn(TestStore)` a test on every backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some((t, database)) = crate::support::postgres().await {
+                        super::$name(t).await;
+                        database.drop_now().await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[path = "queue/agents.rs"]
+mod agents;
+#[path = "queue/logs.rs"]
+mod logs;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use deploybot_store::{
-    Claim, JobFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, ReportOutcome,
-    StatusReport, Store, StoreError,
+    Claim, JobFilter, NewDelivery, NewJob, NewRegistration, ReportOutcome, StatusReport, Store,
+    StoreError,
 };
-use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus, TokenRole};
-
-pub struct TestStore {
-    store: Arc<dyn Store>,
-    dir: tempfile::TempDir,
-}
-
-pub async fn open() -> TestStore {
-    let dir = tempfile::tempdir().unwrap();
-    let store = deploybot_store::open(&format!("sqlite://{}/q.db", dir.path().display()))
-        .await
-        .unwrap();
-    TestStore { store, dir }
-}
+use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus};
+use support::TestStore;
 
 fn job(id: &str, app: &str, host: &str, sha: &str) -> NewJob {
     NewJob {
@@ -67,9 +91,7 @@ fn claimed_id(claim: Claim) -> String {
     }
 }
 
-#[tokio::test]
-async fn identical_open_jobs_are_returned_not_duplicated() {
-    let t = open().await;
+async fn identical_open_jobs_are_returned_not_duplicated(t: TestStore) {
     let first = t
         .store
         .enqueue(job("j1", "web", "h1", "aaaaaaa"))
@@ -105,9 +127,7 @@ async fn identical_open_jobs_are_returned_not_duplicated() {
     assert_eq!(after.job.id, "j4");
 }
 
-#[tokio::test]
-async fn a_newer_job_supersedes_pending_ones_of_the_same_app_and_host_only() {
-    let t = open().await;
+async fn a_newer_job_supersedes_pending_ones_of_the_same_app_and_host_only(t: TestStore) {
     t.store
         .enqueue(job("old", "web", "h1", "aaaaaaa"))
         .await
@@ -137,9 +157,7 @@ async fn a_newer_job_supersedes_pending_ones_of_the_same_app_and_host_only() {
     }
 }
 
-#[tokio::test]
-async fn a_running_job_is_never_superseded() {
-    let t = open().await;
+async fn a_running_job_is_never_superseded(t: TestStore) {
     t.store
         .enqueue(job("running", "web", "h1", "aaaaaaa"))
         .await
@@ -155,9 +173,7 @@ async fn a_running_job_is_never_superseded() {
     assert_eq!(running.status, JobStatus::Running);
 }
 
-#[tokio::test]
-async fn claims_hand_out_the_oldest_job_one_at_a_time_per_host() {
-    let t = open().await;
+async fn claims_hand_out_the_oldest_job_one_at_a_time_per_host(t: TestStore) {
     t.store
         .enqueue(job("first", "web", "h1", "aaaaaaa"))
         .await
@@ -189,9 +205,7 @@ async fn claims_hand_out_the_oldest_job_one_at_a_time_per_host() {
     assert_eq!(claimed_id(claim(&*t.store, "a2", "h2").await), "elsewhere");
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_share_a_job() {
-    let t = open().await;
+async fn concurrent_claims_never_share_a_job(t: TestStore) {
     t.store
         .enqueue(job("only", "web", "h1", "aaaaaaa"))
         .await
@@ -212,9 +226,7 @@ async fn concurrent_claims_never_share_a_job() {
     assert_eq!(winners, 1);
 }
 
-#[tokio::test]
-async fn reports_follow_the_state_machine() {
-    let t = open().await;
+async fn reports_follow_the_state_machine(t: TestStore) {
     t.store
         .enqueue(job("j", "web", "h1", "aaaaaaa"))
         .await
@@ -300,9 +312,7 @@ fn registration(id: &str, host: &str, capabilities: Vec<String>) -> NewRegistrat
     }
 }
 
-#[tokio::test]
-async fn a_redelivery_creates_nothing_and_answers_the_same_jobs() {
-    let t = open().await;
+async fn a_redelivery_creates_nothing_and_answers_the_same_jobs(t: TestStore) {
     let jobs = vec![
         job("d1", "web", "h1", "aaaaaaa"),
         job("d2", "web", "h2", "aaaaaaa"),
@@ -328,9 +338,7 @@ async fn a_redelivery_creates_nothing_and_answers_the_same_jobs() {
     assert_eq!(t.store.deliveries(10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn listing_filters_and_orders_newest_first() {
-    let t = open().await;
+async fn listing_filters_and_orders_newest_first(t: TestStore) {
     t.store
         .enqueue(job("a", "web", "h1", "aaaaaaa"))
         .await
@@ -375,9 +383,7 @@ async fn listing_filters_and_orders_newest_first() {
     assert!(t.store.jobs(running).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn jobs_survive_reopening_the_file() {
-    let t = open().await;
+async fn jobs_survive_reopening_the_database(t: TestStore) {
     t.store
         .enqueue(job("pending", "web", "h1", "aaaaaaa"))
         .await
@@ -387,7 +393,7 @@ async fn jobs_survive_reopening_the_file() {
         .await
         .unwrap();
     claimed_id(claim(&*t.store, "a2", "h2").await);
-    let url = format!("sqlite://{}/q.db", t.dir.path().display());
+    let url = t.url.clone();
     drop(t.store);
 
     let reopened = deploybot_store::open(&url).await.unwrap();
@@ -399,28 +405,7 @@ async fn jobs_survive_reopening_the_file() {
     assert_eq!(reopened.hosts_with_pending_jobs().await.unwrap(), ["h1"]);
 }
 
-#[tokio::test]
-async fn agents_keep_their_id_across_registrations() {
-    let t = open().await;
-    let first = t
-        .store
-        .register_agent(registration("id-1", "h1", vec!["docker".into()]))
-        .await
-        .unwrap();
-    let again = t
-        .store
-        .register_agent(registration("id-2", "h1", vec![]))
-        .await
-        .unwrap();
-    assert_eq!(first.agent.id, "id-1");
-    assert_eq!(again.agent.id, "id-1");
-    assert!(again.agent.capabilities.is_empty());
-    assert_eq!(t.store.agents().await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn leases_of_silent_agents_expire_and_only_theirs() {
-    let t = open().await;
+async fn leases_of_silent_agents_expire_and_only_theirs(t: TestStore) {
     let silent = t
         .store
         .register_agent(registration("silent", "h1", vec![]))
@@ -465,9 +450,7 @@ async fn leases_of_silent_agents_expire_and_only_theirs() {
     assert_eq!(kept.status, JobStatus::Running);
 }
 
-#[tokio::test]
-async fn cancel_and_retry_follow_the_state_machine() {
-    let t = open().await;
+async fn cancel_and_retry_follow_the_state_machine(t: TestStore) {
     t.store
         .enqueue(job("p", "web", "h1", "aaaaaaa"))
         .await
@@ -516,291 +499,104 @@ async fn cancel_and_retry_follow_the_state_machine() {
     ));
 }
 
-#[tokio::test]
-async fn registering_again_loses_the_previous_sessions_running_job() {
-    let t = open().await;
+fn webhook_job(id: &str, host: &str, delivery_id: &str) -> NewJob {
+    NewJob {
+        source: JobSource::Webhook,
+        delivery_id: Some(delivery_id.into()),
+        ..job(id, "web", host, "aaaaaaa")
+    }
+}
+
+async fn a_replayed_commit_creates_no_webhook_job_whatever_its_delivery_id(t: TestStore) {
     let first = t
         .store
-        .register_agent(registration("a", "h1", vec![]))
+        .ingest_delivery(delivery("g-1"), vec![webhook_job("w1", "h1", "g-1")])
         .await
         .unwrap();
-    assert!(first.lost.is_empty());
+    assert_eq!(first.job_ids, ["w1"]);
+    // Finished, so no open job makes the replay an idempotent request.
+    claimed_id(claim(&*t.store, "a1", "h1").await);
     t.store
-        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .report_status("w1".into(), report(JobStatus::Success, None))
         .await
         .unwrap();
-    claimed_id(claim(&*t.store, "a", "h1").await);
-    let again = t
+
+    let replay = t
         .store
-        .register_agent(registration("b", "h1", vec![]))
+        .ingest_delivery(delivery("g-2"), vec![webhook_job("w2", "h1", "g-2")])
         .await
         .unwrap();
-    assert_eq!(again.lost.len(), 1);
-    assert_eq!(again.lost[0].status, JobStatus::Lost);
+    assert!(!replay.duplicate);
+    assert_eq!(replay.job_ids, ["w1"]);
+    assert!(replay.hosts_with_new_jobs.is_empty());
+    assert!(t.store.job("w2".into()).await.unwrap().is_none());
+    let deliveries = t.store.deliveries(10).await.unwrap();
+    assert_eq!(
+        deliveries
+            .iter()
+            .map(|d| d.delivery_id.as_str())
+            .collect::<Vec<_>>(),
+        ["g-2", "g-1"]
+    );
+    // The webhook's audit entry is written with its jobs.
+    let audit = t.store.audit(10, None).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "webhook:g-1" && e.action == "deploy"),
+        "{audit:?}"
+    );
 }
 
-fn lines(from: u64, to: u64) -> Vec<deploybot_wire::LogLine> {
-    (from..=to)
-        .map(|line| deploybot_wire::LogLine {
-            line,
-            stream: deploybot_wire::LogStream::Stdout,
-            at: time::OffsetDateTime::now_utc(),
-            text: format!("line {line}"),
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn log_appends_are_idempotent_and_need_the_lease() {
-    let t = open().await;
+async fn host_summaries_show_the_running_last_and_pending_jobs(t: TestStore) {
     t.store
-        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .enqueue(job("a", "web", "h1", "aaaaaaa"))
         .await
         .unwrap();
-    let early = t
-        .store
-        .append_logs("j".into(), None, None, lines(1, 1))
-        .await;
-    assert!(matches!(early, Err(StoreError::Conflict(_))), "{early:?}");
-
-    let Claim::Job(running) = claim(&*t.store, "a1", "h1").await else {
-        panic!("no job")
-    };
-    let stale = t
-        .store
-        .append_logs(
-            "j".into(),
-            Some("a1".into()),
-            running.lease.map(|l| l + 1),
-            lines(1, 1),
-        )
-        .await;
-    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
-
-    let first = t
-        .store
-        .append_logs("j".into(), Some("a1".into()), running.lease, lines(1, 3))
+    t.store
+        .enqueue(job("b", "api", "h1", "aaaaaaa"))
         .await
         .unwrap();
-    assert_eq!((first.entries.len(), first.duplicates), (3, 0));
-    assert_eq!(first.entries[0].host, "h1");
-    let again = t
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let hosts = t
         .store
-        .append_logs("j".into(), Some("a1".into()), running.lease, lines(3, 4))
+        .host_jobs(vec!["h1".into(), "h2".into()])
         .await
         .unwrap();
-    assert_eq!((again.entries.len(), again.duplicates), (1, 1));
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(hosts[0].hostname, "h1");
+    assert_eq!(hosts[0].current.as_ref().map(|j| j.id.as_str()), Some("a"));
+    assert!(hosts[0].last.is_none());
+    assert_eq!(hosts[0].pending, 1);
+    assert_eq!(hosts[1].hostname, "h2");
+    assert!(hosts[1].current.is_none() && hosts[1].last.is_none());
+    assert_eq!(hosts[1].pending, 0);
+    assert_eq!(t.store.hosts_with_pending_jobs().await.unwrap(), ["h1"]);
 
-    let stored = t.store.job_logs("j".into(), 0, 100).await.unwrap();
-    assert_eq!(
-        stored.iter().map(|l| l.line).collect::<Vec<_>>(),
-        [1, 2, 3, 4]
-    );
-    let after = t.store.job_logs("j".into(), 2, 1).await.unwrap();
-    assert_eq!(after[0].line, 3);
-
-    let since = t
-        .store
-        .logs_since(
-            first.entries[1].id,
-            deploybot_store::LogFilter::default(),
-            100,
-        )
+    t.store
+        .report_status("a".into(), report(JobStatus::Success, None))
         .await
         .unwrap();
-    assert_eq!(since.iter().map(|l| l.line).collect::<Vec<_>>(), [3, 4]);
-    let other_host = deploybot_store::LogFilter {
-        host: Some("h2".into()),
-        ..Default::default()
-    };
-    assert!(
-        t.store
-            .logs_since(0, other_host, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(t.store.last_log_id().await.unwrap(), again.entries[0].id);
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    let hosts = t.store.host_jobs(vec!["h1".into()]).await.unwrap();
+    assert_eq!(hosts[0].current.as_ref().map(|j| j.id.as_str()), Some("b"));
+    assert_eq!(hosts[0].last.as_ref().map(|j| j.id.as_str()), Some("a"));
+    assert_eq!(hosts[0].pending, 0);
+    assert!(t.store.hosts_with_pending_jobs().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn pruning_keeps_the_newest_jobs_and_recent_ones() {
-    let t = open().await;
-    // Three finished jobs of app web on h1, each with logs.
-    for (id, sha) in [("old", "aaaaaaa"), ("mid", "bbbbbbb"), ("new", "ccccccc")] {
-        t.store.enqueue(job(id, "web", "h1", sha)).await.unwrap();
-        let running = claimed_id(claim(&*t.store, "a1", "h1").await);
-        let lease = t.store.job(running.clone()).await.unwrap().unwrap().lease;
-        t.store
-            .append_logs(running.clone(), None, lease, lines(1, 3))
-            .await
-            .unwrap();
-        t.store
-            .report_status(running, report(JobStatus::Success, None))
-            .await
-            .unwrap();
-    }
-    let now = time::OffsetDateTime::now_utc();
-    // Everything is recent: a 14-day window keeps it all.
-    let kept = t
-        .store
-        .prune_logs(1, now - time::Duration::days(14))
-        .await
-        .unwrap();
-    assert_eq!(kept, 0);
-    // Past the window, only the newest job of the app keeps its logs.
-    let pruned = t
-        .store
-        .prune_logs(1, now + time::Duration::seconds(1))
-        .await
-        .unwrap();
-    assert_eq!(pruned, 6);
-    assert!(
-        t.store
-            .job_logs("old".into(), 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        t.store
-            .job_logs("mid".into(), 0, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        t.store.job_logs("new".into(), 0, 10).await.unwrap().len(),
-        3
-    );
-}
-
-fn token(id: &str, role: TokenRole, single_use: bool) -> NewToken {
-    NewToken {
-        id: id.into(),
-        hash: format!("hash-of-{id}"),
-        name: format!("token {id}"),
-        role,
-        apps: None,
-        single_use,
-        expires_at: None,
-    }
-}
-
-#[tokio::test]
-async fn tokens_are_found_by_hash_until_revoked_in_place() {
-    let t = open().await;
-    let store = &t.store;
-    assert!(!store.any_admin_token().await.unwrap());
-    store
-        .create_token(token("tok_a", TokenRole::Admin, false))
-        .await
-        .unwrap();
-    assert!(store.any_admin_token().await.unwrap());
-
-    let found = store
-        .token_by_hash("hash-of-tok_a".into())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((found.id.as_str(), found.role), ("tok_a", TokenRole::Admin));
-    assert!(
-        store
-            .token_by_hash("hash-of-nothing".into())
-            .await
-            .unwrap()
-            .is_none()
-    );
-
-    let revoked = store.revoke_token("tok_a".into()).await.unwrap();
-    assert!(revoked.revoked_at.is_some());
-    assert!(!store.any_admin_token().await.unwrap());
-    let missing = store.revoke_token("tok_none".into()).await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))));
-}
-
-#[tokio::test]
-async fn a_single_use_enrollment_token_registers_once_and_the_newest_agent_token_wins() {
-    let t = open().await;
-    let store = &t.store;
-    store
-        .create_token(token("tok_e", TokenRole::Enroll, true))
-        .await
-        .unwrap();
-    let mut first = registration("id-1", "h1", vec![]);
-    first.use_enrollment_token = Some("tok_e".into());
-    store.register_agent(first.clone()).await.unwrap();
-
-    let mut second = registration("id-2", "h2", vec![]);
-    second.use_enrollment_token = Some("tok_e".into());
-    let refused = store.register_agent(second).await;
-    assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
-        "{refused:?}"
-    );
-    assert!(
-        store
-            .agent_by_token("hash-of-id-2".into())
-            .await
-            .unwrap()
-            .is_none()
-    );
-
-    // h1 registers again with a new token: the old one no longer matches.
-    let mut again = registration("id-x", "h1", vec![]);
-    again.token_hash = "hash-new".into();
-    store.register_agent(again).await.unwrap();
-    assert!(
-        store
-            .agent_by_token("hash-of-id-1".into())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let agent = store
-        .agent_by_token("hash-new".into())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (agent.agent_id.as_str(), agent.hostname.as_str()),
-        ("id-1", "h1")
-    );
-
-    store.revoke_agent("id-1".into()).await.unwrap();
-    assert!(
-        store
-            .agent_by_token("hash-new".into())
-            .await
-            .unwrap()
-            .is_none()
-    );
-}
-
-#[tokio::test]
-async fn the_audit_log_pages_newest_first() {
-    let t = open().await;
-    let store = &t.store;
-    for n in 0..5 {
-        store
-            .record_audit(NewAudit {
-                actor: "token:tok_a".into(),
-                action: "cancel".into(),
-                target: format!("job {n}"),
-                address: Some("10.0.0.1".into()),
-                result: "ok".into(),
-            })
-            .await
-            .unwrap();
-    }
-    let page = store.audit(2, None).await.unwrap();
-    assert_eq!(
-        page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
-        ["job 4", "job 3"]
-    );
-    let next = store.audit(10, Some(page[1].id)).await.unwrap();
-    assert_eq!(
-        next.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
-        ["job 2", "job 1", "job 0"]
-    );
-}
+conformance!(
+    identical_open_jobs_are_returned_not_duplicated,
+    a_newer_job_supersedes_pending_ones_of_the_same_app_and_host_only,
+    a_running_job_is_never_superseded,
+    claims_hand_out_the_oldest_job_one_at_a_time_per_host,
+    concurrent_claims_never_share_a_job,
+    reports_follow_the_state_machine,
+    a_redelivery_creates_nothing_and_answers_the_same_jobs,
+    listing_filters_and_orders_newest_first,
+    jobs_survive_reopening_the_database,
+    leases_of_silent_agents_expire_and_only_theirs,
+    cancel_and_retry_follow_the_state_machine,
+    a_replayed_commit_creates_no_webhook_job_whatever_its_delivery_id,
+    host_summaries_show_the_running_last_and_pending_jobs,
+);

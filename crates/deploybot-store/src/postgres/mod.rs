@@ -1,0 +1,486 @@
+//! The PostgreSQL backend: a connection pool, one transaction per write.
+//!
+//! Several controller instances may share one database, so every rule that
+//! concerns more than one row is held by the database itself, not by this
+//! process: a claim is one `UPDATE … FOR UPDATE SKIP LOCKED` statement with
+//! the partial unique index on running jobs behind it; deliveries, webhook
+//! jobs by commit and pending jobs per app and host are unique; writes that
+//! check before they insert (enqueue, webhook ingestion) first take a
+//! transaction-scoped advisory lock on what they decide about, so two
+//! instances decide one after the other, as SQLite's single writer does.
+//!
+//! Log appends are serialized (a mutex here, an advisory lock across
+//! instances) so that log ids grow in commit order, which the SSE stream and
+//! [`Store::log_feed`] rely on.
+//!
+//! Losing the database fails requests with [`StoreError::Database`] (the
+//! server answers 503); a transaction that did not commit left nothing
+//! behind, and the pool replaces broken connections by itself (each is
+//! tested before it is handed out).
+
+mod agents;
+mod audit;
+mod credentials;
+mod deliveries;
+mod jobs;
+mod leases;
+mod logs;
+mod schema;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deploybot_wire::{Agent, AuditEntry, Delivery, Job, LogEntry, LogLine, Timestamp, TokenInfo};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::{
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter,
+    LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered, ReportOutcome,
+    StatusReport, Store, StoreError, redact_url,
+};
+
+/// Connections the pool opens at most. Writes are short transactions, so a
+/// few connections serve many requests; PostgreSQL's default limit is 100
+/// for all its clients.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a connection before it fails (503): about
+/// as long as SQLite's busy timeout, far below an HTTP client's patience.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines one pruning write deletes at most: keeps each write short.
+const PRUNE_BATCH: u32 = 2000;
+/// Log batches buffered for slow feed receivers (they catch up from the database).
+const LOG_FEED_CAPACITY: usize = 4096;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    log_feed: tokio::sync::broadcast::Sender<Arc<[LogEntry]>>,
+    /// Held from an append's first statement until its lines are published:
+    /// commits, and so feed batches, follow id order.
+    log_appends: tokio::sync::Mutex<()>,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// The name of the unique index or constraint `err` violates, if that is what it is.
+fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint(),
+        _ => None,
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database `url` names (`postgres://user:password@host:port/db`)
+    /// and migrates it.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, MAX_CONNECTIONS).await
+    }
+
+    /// [`connect`](Self::connect) with a pool of at most `max_connections`
+    /// (several instances share the server's connection limit).
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|err| {
+                StoreError::Setup(format!("invalid database URL {}: {err}", redact_url(url)))
+            })?
+            .application_name("deploybot")
+            // A write returns only once its commit is flushed to disk, whatever
+            // the server's default says.
+            .options([("synchronous_commit", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Tested before each use (the default, kept on purpose): a
+            // connection the server dropped while it was idle is replaced
+            // instead of failing a request.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                StoreError::Setup(format!("cannot connect to {}: {err}", redact_url(url)))
+            })?;
+        schema::migrate(&pool).await?;
+        Ok(PostgresStore {
+            pool,
+            log_feed: tokio::sync::broadcast::channel(LOG_FEED_CAPACITY).0,
+            log_appends: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Runs `$body` (an expression using `$tx: &mut PgConnection`) in a new
+/// transaction and commits it if it succeeded, else rolls it back: nothing is
+/// half-written.
+///
+/// The rollback is awaited, not left to the transaction's drop (which sends
+/// it whenever the connection is next used): until it runs, the refused
+/// write's row locks would make claims skip that job.
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut transaction = $store.begin().await?;
+        let result = {
+            let $tx: &mut PgConnection = &mut transaction;
+            $body
+        };
+        match result {
+            Ok(value) => {
+                transaction.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                // A connection too broken to roll back is closed by the
+                // pool, which ends the transaction just as well.
+                let _ = transaction.rollback().await;
+                Err(err)
+            }
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn register_agent(
+        &self,
+        registration: NewRegistration,
+    ) -> Result<Registered, StoreError> {
+        in_transaction!(self, |tx| register(tx, &registration).await)
+    }
+
+    async fn agent_by_token(
+        &self,
+        token_hash: String,
+    ) -> Result<Option<AgentCredential>, StoreError> {
+        credentials::agent_by_token(&mut *self.conn().await?, &token_hash).await
+    }
+
+    async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError> {
+        in_transaction!(self, |tx| revoke(tx, &agent_id).await)
+    }
+
+    async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError> {
+        credentials::create(&mut *self.conn().await?, &token).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        credentials::all(&mut *self.conn().await?).await
+    }
+
+    async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError> {
+        credentials::by_hash(&mut *self.conn().await?, &hash).await
+    }
+
+    async fn revoke_token(&self, id: String) -> Result<TokenInfo, StoreError> {
+        credentials::revoke(&mut *self.conn().await?, &id).await
+    }
+
+    async fn any_admin_token(&self) -> Result<bool, StoreError> {
+        credentials::any_admin(&mut *self.conn().await?).await
+    }
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<(), StoreError> {
+        audit::record(&mut *self.conn().await?, &entry).await
+    }
+
+    async fn audit(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::recent(&mut *self.conn().await?, limit, before).await
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        agents::all(&mut *self.conn().await?).await
+    }
+
+    async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError> {
+        agents::save_heartbeats(&mut *self.conn().await?, &beats).await
+    }
+
+    async fn claim_job(&self, agent_id: String, host: String) -> Result<Claim, StoreError> {
+        leases::claim(&mut *self.conn().await?, &agent_id, &host).await
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError> {
+        let job = jobs::EncodedJob::new(job)?;
+        in_transaction!(self, |tx| jobs::enqueue(tx, &job).await)
+    }
+
+    async fn ingest_delivery(
+        &self,
+        delivery: NewDelivery,
+        jobs: Vec<NewJob>,
+    ) -> Result<DeliveryOutcome, StoreError> {
+        let jobs = jobs
+            .into_iter()
+            .map(jobs::EncodedJob::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        in_transaction!(self, |tx| deliveries::ingest(tx, &delivery, &jobs).await)
+    }
+
+    async fn job(&self, id: String) -> Result<Option<Job>, StoreError> {
+        jobs::by_id(&mut *self.conn().await?, &id).await
+    }
+
+    async fn jobs(&self, filter: JobFilter) -> Result<Vec<Job>, StoreError> {
+        jobs::list(&mut *self.conn().await?, &filter).await
+    }
+
+    async fn report_status(
+        &self,
+        job_id: String,
+        report: StatusReport,
+    ) -> Result<ReportOutcome, StoreError> {
+        in_transaction!(self, |tx| leases::report(tx, &job_id, &report).await)
+    }
+
+    async fn host_jobs(&self, hosts: Vec<String>) -> Result<Vec<HostJobs>, StoreError> {
+        jobs::of_hosts(&mut *self.conn().await?, &hosts).await
+    }
+
+    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        deliveries::recent(&mut *self.conn().await?, limit).await
+    }
+
+    async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError> {
+        jobs::hosts_with_pending(&mut *self.conn().await?).await
+    }
+
+    async fn cancel_job(&self, job_id: String) -> Result<Job, StoreError> {
+        in_transaction!(self, |tx| leases::cancel(tx, &job_id).await)
+    }
+
+    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError> {
+        in_transaction!(self, |tx| leases::retry(tx, &job_id, &new_id).await)
+    }
+
+    async fn expire_leases(
+        &self,
+        silent_since: Timestamp,
+        reason: String,
+    ) -> Result<Vec<Job>, StoreError> {
+        leases::expire(&mut *self.conn().await?, to_ms(silent_since), &reason).await
+    }
+
+    async fn cancel_requests(&self, host: String) -> Result<Vec<String>, StoreError> {
+        leases::cancel_requested(&mut *self.conn().await?, &host).await
+    }
+
+    async fn hosts_with_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        leases::hosts_with_cancel_requests(&mut *self.conn().await?).await
+    }
+
+    async fn append_logs(
+        &self,
+        job_id: String,
+        agent_id: Option<String>,
+        lease: Option<i64>,
+        lines: Vec<LogLine>,
+    ) -> Result<AppendedLogs, StoreError> {
+        let _serialized = self.log_appends.lock().await;
+        let appended = in_transaction!(self, |tx| {
+            logs::append(tx, &job_id, agent_id.as_deref(), lease, &lines).await
+        })?;
+        if !appended.entries.is_empty() {
+            // No receiver is fine: nobody is watching.
+            let _ = self.log_feed.send(appended.entries.clone().into());
+        }
+        Ok(appended)
+    }
+
+    fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>> {
+        self.log_feed.subscribe()
+    }
+
+    async fn job_logs(
+        &self,
+        job_id: String,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        logs::of_job(&mut *self.conn().await?, &job_id, after, limit).await
+    }
+
+    async fn logs_since(
+        &self,
+        after_id: i64,
+        filter: LogFilter,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        logs::since(&mut *self.conn().await?, after_id, &filter, limit).await
+    }
+
+    async fn last_log_id(&self) -> Result<i64, StoreError> {
+        logs::last_id(&mut *self.conn().await?).await
+    }
+
+    async fn prune_logs(&self, keep_jobs: u32, keep_since: Timestamp) -> Result<u64, StoreError> {
+        let jobs = logs::prunable_jobs(
+            &mut *self.conn().await?,
+            keep_jobs.max(1),
+            to_ms(keep_since),
+        )
+        .await?;
+        let mut deleted = 0;
+        for job_id in jobs {
+            // Each batch is its own statement (and commit), so appends and
+            // claims never wait behind a long delete.
+            loop {
+                let gone =
+                    logs::delete_of_job(&mut *self.conn().await?, &job_id, PRUNE_BATCH).await?;
+                deleted += gone;
+                if gone < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// A registration: the enrollment token's one use, the agent's row, and the
+/// loss of what its previous session was running, all or nothing.
+async fn register(
+    tx: &mut PgConnection,
+    registration: &NewRegistration,
+) -> Result<Registered, StoreError> {
+    if let Some(token) = &registration.use_enrollment_token {
+        credentials::use_once(tx, token).await?;
+    }
+    let agent = agents::register(tx, registration).await?;
+    let lost = leases::lose_jobs_of(
+        tx,
+        &agent.id,
+        "agent lost: it registered again (restarted) while running this job",
+    )
+    .await?;
+    Ok(Registered { agent, lost })
+}
+
+/// An admin's revocation of an agent: its token, and its running jobs.
+async fn revoke(tx: &mut PgConnection, agent_id: &str) -> Result<Vec<Job>, StoreError> {
+    if !credentials::revoke_agent(tx, agent_id).await? {
+        return Err(StoreError::NotFound(format!("agent {agent_id}")));
+    }
+    leases::lose_jobs_of(tx, agent_id, "agent lost: an admin revoked it").await
+}
+
+/// PostgreSQL text cannot hold NUL characters (SQLite's can): a deploy that
+/// prints one would otherwise have its upload refused forever. NUL becomes
+/// U+FFFD, as the agent already does for bytes that are not UTF-8.
+pub(super) fn text(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// [`text`] for an optional value.
+pub(super) fn opt_text(value: Option<&str>) -> Option<Cow<'_, str>> {
+    value.map(text)
+}
+
+/// Advisory lock spaces (the first key of `pg_advisory_xact_lock(int, int)`);
+/// the second key is a hash of what is locked. A hash collision only makes
+/// two unrelated writes wait for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub(super) enum LockSpace {
+    /// One webhook delivery id: redeliveries are recorded one at a time.
+    Delivery = 0x4442_0001,
+    /// One app on one host: enqueue's check-then-insert runs one at a time.
+    AppOnHost = 0x4442_0002,
+    /// All log appends: ids are taken, and committed, in one order.
+    LogAppend = 0x4442_0003,
+}
+
+/// The advisory lock key of `parts` in `space`: stable across instances and versions.
+pub(super) fn lock_key(space: LockSpace, parts: &[&str]) -> (i32, i32) {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        // A separator no name contains: ("ab", "c") and ("a", "bc") differ.
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let key = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (space as i32, key)
+}
+
+/// Takes the given advisory locks, in the given order, until the transaction ends.
+pub(super) async fn lock(conn: &mut PgConnection, keys: &[(i32, i32)]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (spaces, keys): (Vec<i32>, Vec<i32>) = keys.iter().copied().unzip();
+    // unnest yields the pairs in array order, and the aggregate takes each
+    // lock as its row comes: one round trip, a fixed order.
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(space, key))
+         FROM unnest($1::int4[], $2::int4[]) AS l(space, key)",
+    )
+    .bind(spaces)
+    .bind(keys)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Unix milliseconds, the schema's time unit.
+fn now_ms() -> i64 {
+    to_ms(time::OffsetDateTime::now_utc())
+}
+
+fn to_ms(at: time::OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters() {
+        assert!(matches!(text("plain"), Cow::Borrowed("plain")));
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert_eq!(opt_text(None), None);
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        let key = lock_key(LockSpace::AppOnHost, &["web-01", "web"]);
+        assert_eq!(key, lock_key(LockSpace::AppOnHost, &["web-01", "web"]));
+        assert_eq!(key.0, LockSpace::AppOnHost as i32);
+        assert_ne!(key, lock_key(LockSpace::AppOnHost, &["web-0", "1web"]));
+        assert_ne!(key.1, lock_key(LockSpace::AppOnHost, &["web", "web-01"]).1);
+    }
+}

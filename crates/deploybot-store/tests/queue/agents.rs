@@ -1,0 +1,247 @@
+//! Agents, tokens and the audit log.
+
+use deploybot_store::{NewAudit, NewToken, StoreError};
+use deploybot_wire::{JobStatus, TokenRole};
+
+use crate::support::TestStore;
+use crate::{claim, claimed_id, job, registration};
+
+async fn agents_keep_their_id_across_registrations(t: TestStore) {
+    let first = t
+        .store
+        .register_agent(registration("id-1", "h1", vec!["docker".into()]))
+        .await
+        .unwrap();
+    let again = t
+        .store
+        .register_agent(registration("id-2", "h1", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(first.agent.id, "id-1");
+    assert_eq!(again.agent.id, "id-1");
+    assert!(again.agent.capabilities.is_empty());
+    assert_eq!(t.store.agents().await.unwrap().len(), 1);
+}
+
+async fn registering_again_loses_the_previous_sessions_running_job(t: TestStore) {
+    let first = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap();
+    assert!(first.lost.is_empty());
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a", "h1").await);
+    let again = t
+        .store
+        .register_agent(registration("b", "h1", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(again.lost.len(), 1);
+    assert_eq!(again.lost[0].status, JobStatus::Lost);
+}
+
+fn token(id: &str, role: TokenRole, single_use: bool) -> NewToken {
+    NewToken {
+        id: id.into(),
+        hash: format!("hash-of-{id}"),
+        name: format!("token {id}"),
+        role,
+        apps: None,
+        single_use,
+        expires_at: None,
+    }
+}
+
+async fn tokens_are_found_by_hash_until_revoked_in_place(t: TestStore) {
+    let store = &t.store;
+    assert!(!store.any_admin_token().await.unwrap());
+    store
+        .create_token(token("tok_a", TokenRole::Admin, false))
+        .await
+        .unwrap();
+    assert!(store.any_admin_token().await.unwrap());
+
+    let found = store
+        .token_by_hash("hash-of-tok_a".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.id.as_str(), found.role), ("tok_a", TokenRole::Admin));
+    assert!(
+        store
+            .token_by_hash("hash-of-nothing".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let revoked = store.revoke_token("tok_a".into()).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(!store.any_admin_token().await.unwrap());
+    let missing = store.revoke_token("tok_none".into()).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+async fn a_single_use_enrollment_token_registers_once_and_the_newest_agent_token_wins(
+    t: TestStore,
+) {
+    let store = &t.store;
+    store
+        .create_token(token("tok_e", TokenRole::Enroll, true))
+        .await
+        .unwrap();
+    let mut first = registration("id-1", "h1", vec![]);
+    first.use_enrollment_token = Some("tok_e".into());
+    store.register_agent(first.clone()).await.unwrap();
+
+    let mut second = registration("id-2", "h2", vec![]);
+    second.use_enrollment_token = Some("tok_e".into());
+    let refused = store.register_agent(second).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .agent_by_token("hash-of-id-2".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // h1 registers again with a new token: the old one no longer matches.
+    let mut again = registration("id-x", "h1", vec![]);
+    again.token_hash = "hash-new".into();
+    store.register_agent(again).await.unwrap();
+    assert!(
+        store
+            .agent_by_token("hash-of-id-1".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let agent = store
+        .agent_by_token("hash-new".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (agent.agent_id.as_str(), agent.hostname.as_str()),
+        ("id-1", "h1")
+    );
+
+    store.revoke_agent("id-1".into()).await.unwrap();
+    assert!(
+        store
+            .agent_by_token("hash-new".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn the_audit_log_pages_newest_first(t: TestStore) {
+    let store = &t.store;
+    for n in 0..5 {
+        store
+            .record_audit(NewAudit {
+                actor: "token:tok_a".into(),
+                action: "cancel".into(),
+                target: format!("job {n}"),
+                address: Some("10.0.0.1".into()),
+                result: "ok".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let page = store.audit(2, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["job 4", "job 3"]
+    );
+    let next = store.audit(10, Some(page[1].id)).await.unwrap();
+    assert_eq!(
+        next.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["job 2", "job 1", "job 0"]
+    );
+}
+
+async fn saved_heartbeats_never_move_last_seen_back(t: TestStore) {
+    let agent = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap()
+        .agent;
+    let later = agent.registered_at + time::Duration::seconds(10);
+    let beat = |at, status| deploybot_store::Beat {
+        agent_id: agent.id.clone(),
+        status,
+        at,
+    };
+    t.store
+        .save_heartbeats(vec![
+            beat(later, deploybot_wire::AgentStatus::Online),
+            beat(
+                later - time::Duration::seconds(5),
+                deploybot_wire::AgentStatus::Busy,
+            ),
+        ])
+        .await
+        .unwrap();
+    let agents = t.store.agents().await.unwrap();
+    assert_eq!(agents[0].last_heartbeat, Some(later));
+    assert_eq!(agents[0].status, deploybot_wire::AgentStatus::Busy);
+    t.store
+        .save_heartbeats(vec![beat(
+            later - time::Duration::seconds(1),
+            deploybot_wire::AgentStatus::Online,
+        )])
+        .await
+        .unwrap();
+    let agents = t.store.agents().await.unwrap();
+    assert_eq!(agents[0].last_heartbeat, Some(later));
+    assert_eq!(agents[0].status, deploybot_wire::AgentStatus::Online);
+}
+
+async fn revoking_an_agent_loses_its_running_job(t: TestStore) {
+    let agent = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap()
+        .agent;
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, &agent.id, "h1").await);
+    let lost = t.store.revoke_agent(agent.id.clone()).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].status, JobStatus::Lost);
+    assert!(
+        t.store
+            .agent_by_token("hash-of-a".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        t.store.revoke_agent("nobody".into()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+conformance!(
+    agents_keep_their_id_across_registrations,
+    registering_again_loses_the_previous_sessions_running_job,
+    tokens_are_found_by_hash_until_revoked_in_place,
+    a_single_use_enrollment_token_registers_once_and_the_newest_agent_token_wins,
+    the_audit_log_pages_newest_first,
+    saved_heartbeats_never_move_last_seen_back,
+    revoking_an_agent_loses_its_running_job,
+);

@@ -1,0 +1,113 @@
+//! The controller on PostgreSQL (`--database-url postgres://…`), end to end:
+//! a push deploys through a real agent, and a controller killed with
+//! SIGKILL restarts with every job intact. Each test gets a fresh database
+//! on the server `DEPLOYBOT_TEST_POSTGRES_URL` names (default: this
+//! machine's, as `.ci/postgres.sh` sets it up), created and dropped with psql.
+
+use std::process::Command;
+
+use deploybot_wire::JobStatus;
+use tokio::task::block_in_place;
+
+use crate::common::{
+    AgentProcess, Server, agent_command, app_entry, controller_command, sha, write_apps,
+    write_script,
+};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
+
+/// A database of its own, dropped at the end of the test.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    /// `None` when the PostgreSQL tests are switched off.
+    fn create() -> Option<Database> {
+        if std::env::var("DEPLOYBOT_TEST_POSTGRES").as_deref() == Ok("skip") {
+            return None;
+        }
+        let admin_url =
+            std::env::var("DEPLOYBOT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("deploybot_cli_{}_{nanos}", std::process::id());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        Some(Database {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .status()
+        .unwrap_or_else(|err| {
+            panic!("psql: {err} (is PostgreSQL's client installed? see .ci/postgres.sh)")
+        });
+    assert!(status.success(), "psql {sql:?} failed against {url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_push_deploys_and_a_killed_controller_keeps_its_jobs() {
+    let Some(db) = Database::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let script = root.join("deploy.sh");
+    write_script(&script, "echo 'deployed from postgres'\n");
+    write_apps(
+        root,
+        &[app_entry("web", "acme/web", "web-01", &script, None)],
+    );
+    let start = || {
+        let mut cmd = controller_command(root, "127.0.0.1:0", "10s");
+        cmd.args(["--database-url", &db.url]);
+        Server::start(cmd)
+    };
+    let mut server = block_in_place(start);
+    let agent = block_in_place(|| {
+        AgentProcess::start(agent_command(root, &server.address, "web-01", "2s"))
+    });
+    server.wait_agent_idle("web-01", &agent.id).await;
+
+    let job_id = server
+        .push_one("pg-1", "acme/web", "refs/heads/main", &sha(1))
+        .await;
+    let done = server.wait_status(&job_id, JobStatus::Success).await;
+    let queued = server
+        .push_one("pg-2", "acme/web", "refs/heads/main", &sha(2))
+        .await;
+    drop(agent);
+    server.kill9();
+
+    let server = block_in_place(start);
+    let after = server.get_job(&job_id).await;
+    assert_eq!(after.status, JobStatus::Success);
+    assert_eq!(after.completed_at, done.completed_at);
+    // The second push was answered 2xx before the kill: its job is there.
+    let second = server.get_job(&queued).await;
+    assert_eq!(second.sha.as_deref(), Some(sha(2).as_str()));
+}
