@@ -162,7 +162,9 @@ impl StreamQuery {
 /// store; a client reconnecting with `Last-Event-ID` gets exactly the lines
 /// it missed. Job state changes arrive as `event: status` (no id). Without
 /// a resume point, a `job_id` stream starts at the job's first line and
-/// other streams at the newest line. Comments keep idle connections alive.
+/// other streams at the newest line. The first event is `event: ready`,
+/// whose id is that starting point, so a client that reconnects before any
+/// line arrived resumes without a gap. Comments keep idle connections alive.
 #[utoipa::path(
     get,
     path = "/v1/logs/stream",
@@ -203,6 +205,19 @@ pub async fn stream(
         return Err(ApiError::not_found(format!("job {job_id} not found")));
     }
     let (events, queue) = mpsc::channel(CLIENT_QUEUE);
+    // First, where this stream starts: a client that loses the connection
+    // before the first line still has a Last-Event-ID to resume from.
+    let ready = Event::default()
+        .event("ready")
+        .id(start.to_string())
+        .data(format!("{{\"after\":{start}}}"));
+    if events.try_send(ready).is_err() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "cannot start the stream; try again",
+        ));
+    }
     tokio::spawn(feed(state, query, start, feeds, events));
     let stream = futures_util::stream::unfold(queue, |mut queue| async move {
         queue.recv().await.map(|event| (Ok(event), queue))

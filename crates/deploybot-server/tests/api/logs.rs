@@ -91,7 +91,7 @@ impl SseReader {
     /// The next log line, skipping status events.
     async fn next_log(&mut self) -> LogEntry {
         let mut event = self.next().await;
-        while event.event == "status" {
+        while event.event == "status" || event.event == "ready" {
             event = self.next().await;
         }
         assert_eq!(event.event, "log", "{event:?}");
@@ -301,4 +301,24 @@ async fn concurrent_uploads_reach_a_subscriber_complete_and_in_id_order() {
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids out of order: {ids:?}"
     );
+}
+
+#[tokio::test]
+async fn a_live_stream_says_where_it_starts_so_a_reconnect_before_any_line_loses_none() {
+    let app = spawn_app().await;
+    let (agent, job) = running_job(&app).await;
+    app.upload(&job, &agent, lines(1..=2)).await;
+
+    let mut stream = SseReader::open(&app, "host=web-02", None).await;
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready", "{ready:?}");
+    let start = ready.id.clone().expect("the ready event has an id");
+    drop(stream);
+    // Lines that arrive while the client is away…
+    app.upload(&job, &agent, lines(3..=4)).await;
+
+    // …come on reconnecting from the ready event's id, and nothing older.
+    let mut again = SseReader::open(&app, "host=web-02", Some(start.parse().unwrap())).await;
+    assert_eq!(again.next_log().await.line, 3);
+    assert_eq!(again.next_log().await.line, 4);
 }

@@ -206,6 +206,11 @@ impl Follow {
                 }
             },
             "status" => self.ready.push_back(Event::Status(raw.data)),
+            // Where the stream starts: resume from here if the connection
+            // drops before the first line.
+            "ready" if self.last_event_id.is_none() => {
+                self.last_event_id = raw.id.as_deref().and_then(|id| id.parse().ok());
+            }
             _ => {}
         }
     }

@@ -880,6 +880,8 @@ impl JobStream {
                 }
                 self.statuses.push(status);
             }
+            // Where the stream starts (a resume point before any line).
+            "ready" => assert!(event.id.is_some(), "{event:?}"),
             other => panic!("unexpected event {other:?}: {event:?}"),
         }
         Ok(())
