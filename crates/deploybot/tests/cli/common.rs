@@ -121,6 +121,11 @@ pub fn run(mut cmd: Command) -> Finished {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn deploybot");
+    finish(child, &cmd)
+}
+
+/// Waits for `child` (its output piped) for at most [`DEADLINE`].
+fn finish(child: Child, cmd: &Command) -> Finished {
     let pid = child.id();
     let (done, finished) = mpsc::channel::<std::io::Result<Output>>();
     std::thread::spawn(move || {
@@ -1082,25 +1087,7 @@ pub fn run_with_stdin(mut cmd: Command, input: &str) -> Finished {
     let mut stdin = child.stdin.take().expect("piped stdin");
     stdin.write_all(input.as_bytes()).expect("write stdin");
     drop(stdin);
-    let pid = child.id();
-    let (done, finished) = mpsc::channel::<std::io::Result<Output>>();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(DEADLINE) {
-        Ok(output) => {
-            let output = output.expect("wait for deploybot");
-            Finished {
-                status: output.status,
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            }
-        }
-        Err(_) => {
-            send_signal(pid, "KILL");
-            panic!("{cmd:?} did not finish within {DEADLINE:?}");
-        }
-    }
+    finish(child, &cmd)
 }
 
 /// A running client command whose stdout and stderr are followed line by
