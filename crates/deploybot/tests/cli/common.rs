@@ -70,6 +70,9 @@ pub fn deploybot(dir: &Path) -> Command {
             cmd.env_remove(&var);
         }
     }
+    // Text logs, which the helpers read (a piped stderr would get JSON;
+    // tests/cli/logs.rs covers that).
+    cmd.env("DEPLOYBOT_LOG_FORMAT", "text");
     // Authentication is on, as in production: servers and agents share these.
     cmd.env("DEPLOYBOT_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("DEPLOYBOT_ENROLLMENT_TOKEN", ENROLLMENT_TOKEN);
@@ -352,7 +355,8 @@ impl Server {
         let url = line
             .split("listening on ")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            // A text line ends the URL with a space, a JSON one with a quote.
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         self.api.address = url.to_owned();
     }

@@ -18,6 +18,7 @@ mod durability;
 mod e2e;
 mod e2e_failures;
 mod help;
+mod logs;
 mod postgres;
 mod settings;
 mod signals;
