@@ -72,6 +72,7 @@ impl From<StoreError> for ApiError {
             other => {
                 // The cause goes to the log, never to the client.
                 tracing::error!(error = %other, "database failure");
+                crate::metrics::DATABASE_ERRORS.inc();
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",

@@ -19,10 +19,13 @@
 
 mod audit;
 mod auth;
+mod cluster;
 mod dispatch;
 mod error;
+mod http_metrics;
 mod live;
 mod maintenance;
+mod metrics;
 mod openapi;
 mod presence;
 mod routes;
@@ -77,6 +80,8 @@ pub struct Controller {
     apps_required: bool,
     retention: maintenance::Retention,
     bootstrap_admin_token: Option<String>,
+    /// Other instances' changes, since just before the hints were read.
+    events: tokio::sync::broadcast::Receiver<deploybot_store::StoreEvent>,
 }
 
 /// With no admin token configured and none in the database, makes one: the
@@ -140,7 +145,11 @@ impl Controller {
             _ => None,
         };
         let store = deploybot_store::open(&settings.database_url).await?;
+        routes::health::started(&settings.database_url);
         let agents = store.agents().await?;
+        // Subscribed before the hints are read, so a change another instance
+        // commits in between is either in what is read or in the events.
+        let events = store.events();
         let pending = store.hosts_with_pending_jobs().await?;
         let cancels = store.hosts_with_cancel_requests().await?;
         let listener =
@@ -180,6 +189,8 @@ impl Controller {
         let state = AppState::new(state::Shared {
             store,
             auth,
+            metrics: Arc::new(metrics::Metrics::default()),
+            metrics_auth: settings.metrics_auth,
             apps: Arc::new(AppsHandle::new(apps)),
             presence: Arc::new(Presence::new(&agents)),
             dispatch: Arc::new(Dispatch::new(pending, cancels)),
@@ -215,6 +226,7 @@ impl Controller {
                 keep_days: settings.log_retention_days,
             },
             bootstrap_admin_token,
+            events,
         })
     }
 
@@ -244,6 +256,11 @@ impl Controller {
         let maintenance = tokio::spawn(maintenance::run(
             self.state.clone(),
             self.retention,
+            stopping.clone(),
+        ));
+        tokio::spawn(cluster::follow(
+            self.state.clone(),
+            self.events,
             stopping.clone(),
         ));
         #[cfg(unix)]

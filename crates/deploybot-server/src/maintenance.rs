@@ -1,5 +1,9 @@
 //! Periodic work: saving heartbeats, expiring the leases of silent agents,
 //! pruning old logs.
+//!
+//! Every instance saves its own agents' heartbeats; only the instance that
+//! leads (`Store::try_lead`, asked again each round) expires leases and
+//! prunes, so several instances do not repeat that work.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,7 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
     // The first pruning runs a minute after start, not during it.
     let mut last_prune = Instant::now() + Duration::from_secs(60) - PRUNE_LOGS_EVERY;
     let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
+    let mut leading = false;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -50,16 +55,43 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
         if last_sweep.elapsed() >= sweep_every && started.elapsed() >= state.lease_timeout {
             save_heartbeats(&state).await;
             last_save = Instant::now();
-            expire_leases(&state).await;
+            leading = lead(&state, leading).await;
+            if leading {
+                expire_leases(&state).await;
+            }
             last_sweep = Instant::now();
         }
         if last_prune.elapsed() >= PRUNE_LOGS_EVERY
             && pruning.as_ref().is_none_or(|p| p.is_finished())
         {
             last_prune = Instant::now();
+            leading = lead(&state, leading).await;
+            if !leading {
+                continue;
+            }
             pruning = Some(tokio::spawn(prune_logs(state.clone(), retention)));
         }
     }
+}
+
+/// Whether this instance leads now; `was` is what it last found, to log
+/// the changes. A database error counts as not leading: the work waits.
+async fn lead(state: &AppState, was: bool) -> bool {
+    let leading = match state.store.try_lead().await {
+        Ok(leading) => leading,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot tell whether this instance leads; will retry");
+            false
+        }
+    };
+    if leading != was {
+        if leading {
+            tracing::info!("this instance now expires leases and prunes logs");
+        } else {
+            tracing::info!("another instance expires leases and prunes logs now");
+        }
+    }
+    leading
 }
 
 async fn save_heartbeats(state: &AppState) {
@@ -82,6 +114,8 @@ async fn expire_leases(state: &AppState) {
         Ok(lost) => {
             for job in lost {
                 tracing::warn!(job = %job.id, host = %job.host, agent = ?job.assigned_agent, "job lost: its agent went silent");
+                state.metrics.lease_expiries.inc();
+                state.metrics.job_finished(&job);
                 state.live.job_changed(&job);
                 // The host is free: its next pending job can go out.
                 state.dispatch.job_enqueued(&job.host);

@@ -6,7 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{agents, apps, audit, deliveries, health, hosts, jobs, logs, tokens, webhooks};
+use crate::routes::{
+    agents, apps, audit, deliveries, health, hosts, jobs, logs, metrics, tokens, webhooks,
+};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -41,6 +43,9 @@ use crate::state::AppState;
         apps::explain,
         hosts::list,
         health::health,
+        health::ready,
+        metrics::metrics,
+        health::status,
     ),
     tags(
         (name = "webhooks", description = "GitHub deliveries"),

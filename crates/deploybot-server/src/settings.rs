@@ -52,6 +52,8 @@ pub struct SettingsLayer {
     pub tls_key: Option<PathBuf>,
     /// Comma-separated IP addresses of reverse proxies.
     pub trusted_proxies: Option<String>,
+    /// `/metrics` needs a read token.
+    pub metrics_auth: Option<bool>,
     pub lease_timeout: Option<String>,
     pub log_retention_jobs: Option<u32>,
     pub log_retention_days: Option<u32>,
@@ -81,6 +83,7 @@ impl SettingsLayer {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            metrics_auth: self.metrics_auth.or(lower.metrics_auth),
             lease_timeout: self.lease_timeout.or(lower.lease_timeout),
             log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
             log_retention_days: self.log_retention_days.or(lower.log_retention_days),
@@ -125,6 +128,8 @@ pub struct Settings {
     /// Reverse proxies whose `X-Forwarded-For` names the client (for the
     /// audit log and the auth-failure limit).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `/metrics` needs a read token (it is open by default).
+    pub metrics_auth: bool,
     /// An agent silent this long is offline and loses its running job.
     pub lease_timeout: Duration,
     /// Logs are kept for the newest this many jobs of each app…
@@ -203,6 +208,7 @@ impl Settings {
         Ok(Settings {
             listen,
             trusted_proxies,
+            metrics_auth: layer.metrics_auth.unwrap_or(false),
             data_dir,
             apps,
             apps_required,
@@ -298,6 +304,10 @@ insecure_no_auth = false
 # client, for the audit log and the per-address limit on auth failures.
 #                                                       env: DEPLOYBOT_TRUSTED_PROXIES   flag: --trusted-proxies
 # trusted_proxies = "127.0.0.1"
+
+# GET /metrics (Prometheus) is open; set this to require a read token.
+#                                                       env: DEPLOYBOT_METRICS_AUTH   flag: --metrics-auth
+metrics_auth = false
 
 # An agent silent for this long is offline, and the job it runs becomes `lost`.
 #                                                       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout

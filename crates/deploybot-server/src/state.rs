@@ -34,6 +34,9 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub auth: Auth,
+    pub metrics: crate::metrics::SharedMetrics,
+    /// `/metrics` needs a read token.
+    pub metrics_auth: bool,
     pub apps: Arc<AppsHandle>,
     pub presence: Arc<Presence>,
     pub dispatch: Arc<Dispatch>,

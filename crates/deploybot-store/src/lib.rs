@@ -235,6 +235,24 @@ pub struct NewAudit {
     pub result: String,
 }
 
+/// A change another controller instance sharing the database committed,
+/// which this instance would otherwise not learn of (its own writes it
+/// already knows). See [`Store::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// These hosts got new pending jobs.
+    JobsPending { hosts: Vec<String> },
+    /// The running job of `host` was asked to stop.
+    CancelRequested { host: String },
+    /// The running job of `host` ended: its next pending job may go out.
+    HostFreed { host: String },
+    /// The job's status changed (for live status events).
+    JobChanged { job_id: String },
+    /// Events may have been missed (the listener reconnected): rebuild
+    /// whatever was derived from them from the database.
+    Resync,
+}
+
 /// The controller's state. Implemented once per database engine.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -351,9 +369,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<AppendedLogs, StoreError>;
 
     /// Every log line committed from now on, in commit order (so in id
-    /// order), in the batches they were appended in. A receiver that lags
-    /// catches up with [`logs_since`](Store::logs_since).
+    /// order), each once: this instance's appends in the batches they were
+    /// appended in, and (PostgreSQL) other instances' lines as read after
+    /// they announced them. A receiver that lags catches up with
+    /// [`logs_since`](Store::logs_since).
     fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>>;
+
+    /// Changes committed by other instances sharing this database, from the
+    /// moment of the call on. A receiver that lags must treat it as
+    /// [`StoreEvent::Resync`]. A backend only one instance can use (SQLite)
+    /// never sends anything.
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+
+    /// Whether this instance runs the periodic work that needs only one
+    /// runner (expiring leases, pruning logs) now. Call it before each
+    /// round: leadership moves to another instance when this one goes away.
+    /// It is an economy, not a guarantee: that work is safe to run twice.
+    /// SQLite: always `true` (one instance).
+    async fn try_lead(&self) -> Result<bool, StoreError>;
 
     /// A job's lines after line `after`.
     async fn job_logs(

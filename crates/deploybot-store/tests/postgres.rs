@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -606,23 +606,27 @@ async fn log_ids_grow_in_commit_order_on_every_instance() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let mut seen = HashSet::new();
-    for feed in &mut feeds {
-        let mut ids = Vec::new();
-        while let Ok(batch) = feed.try_recv() {
-            ids.extend(batch.iter().map(|entry| entry.id));
-        }
-        // Each instance publishes its own appends, in id order.
-        assert_eq!(ids.len(), 100);
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-        seen.extend(ids);
-    }
-    assert_eq!(seen.len(), 200);
-    let stored = stores[0]
+    let stored: Vec<i64> = stores[0]
         .logs_since(0, deploybot_store::LogFilter::default(), 1000)
         .await
-        .unwrap();
+        .unwrap()
+        .iter()
+        .map(|entry| entry.id)
+        .collect();
     assert_eq!(stored.len(), 200);
+    for feed in &mut feeds {
+        // Each instance publishes every instance's lines (the other's after
+        // a notification and a read), each once, in id order.
+        let mut ids = Vec::new();
+        while ids.len() < stored.len() {
+            let batch = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+                .await
+                .expect("every line within 10 s")
+                .unwrap();
+            ids.extend(batch.iter().map(|entry| entry.id));
+        }
+        assert_eq!(ids, stored);
+    }
     drop(stores);
     db.drop_now().await;
 }
@@ -654,4 +658,125 @@ fn database_names_are_replaced_in_urls() {
         support::with_database("postgresql://u:p@db?sslmode=disable", "x"),
         "postgresql://u:p@db/x?sslmode=disable"
     );
+}
+
+/// The next event of `events`, failing the test after a few seconds.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<deploybot_store::StoreEvent>,
+) -> deploybot_store::StoreEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the event channel is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hear_each_others_writes_and_resync_after_losing_the_listener() {
+    use deploybot_store::StoreEvent;
+    let Some(db) = database().await else { return };
+    let (a, b) = (instance(&db).await, instance(&db).await);
+    let mut heard = a.events();
+    let mut own = b.events();
+
+    // New pending jobs, job changes, a cancel request and a freed host, as
+    // B commits them.
+    b.enqueue(job("j1", "web", "h1")).await.unwrap();
+    assert_eq!(
+        next_event(&mut heard).await,
+        StoreEvent::JobsPending {
+            hosts: vec!["h1".into()]
+        }
+    );
+    let Claim::Job(claimed) = b.claim_job("agent-1".into(), "h1".into()).await.unwrap() else {
+        panic!("j1 is pending")
+    };
+    let changed = StoreEvent::JobChanged {
+        job_id: "j1".into(),
+    };
+    assert_eq!(next_event(&mut heard).await, changed);
+    b.cancel_job(claimed.id.clone()).await.unwrap();
+    assert_eq!(
+        next_event(&mut heard).await,
+        StoreEvent::CancelRequested { host: "h1".into() }
+    );
+    b.report_status(claimed.id.clone(), success())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut heard).await, changed);
+    assert_eq!(
+        next_event(&mut heard).await,
+        StoreEvent::HostFreed { host: "h1".into() }
+    );
+    // A refused write tells nobody anything.
+    assert!(b.cancel_job(claimed.id.clone()).await.is_err());
+
+    // Losing the listening connection: A listens again, says to resync,
+    // and hears what is committed afterwards.
+    let mut killer = admin(&db).await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_one(&mut killer)
+    .await
+    .unwrap();
+    assert_eq!(killed, 2, "each instance has one listening connection");
+    assert_eq!(next_event(&mut heard).await, StoreEvent::Resync);
+    let mut enqueued = false;
+    loop {
+        // B's pool may hand out a connection killed above once: retry.
+        if !enqueued {
+            enqueued = b.enqueue(job("j2", "web", "h2")).await.is_ok();
+            continue;
+        }
+        match next_event(&mut heard).await {
+            // A listener cut off while reconnecting says so twice.
+            StoreEvent::Resync => continue,
+            event => {
+                assert_eq!(
+                    event,
+                    StoreEvent::JobsPending {
+                        hosts: vec!["h2".into()]
+                    }
+                );
+                break;
+            }
+        }
+    }
+
+    // An instance never hears its own writes: B heard only its own resync.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(event) = own.try_recv() {
+        assert_eq!(event, StoreEvent::Resync);
+    }
+    killer.close().await.unwrap();
+    drop((a, b));
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_leads_at_a_time_and_another_takes_over_when_it_goes() {
+    let Some(db) = database().await else { return };
+    let (a, b) = (instance(&db).await, instance(&db).await);
+    assert!(a.try_lead().await.unwrap());
+    assert!(!b.try_lead().await.unwrap());
+    // Asked again each round: the answers hold.
+    assert!(a.try_lead().await.unwrap());
+    assert!(!b.try_lead().await.unwrap());
+
+    // The leader goes away (its connection with it): B leads, and alone.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !b.try_lead().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B did not take over within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = instance(&db).await;
+    assert!(!c.try_lead().await.unwrap());
+    assert!(b.try_lead().await.unwrap());
+    drop((b, c));
+    db.drop_now().await;
 }

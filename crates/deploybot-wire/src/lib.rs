@@ -48,6 +48,43 @@ pub struct HealthResponse {
     pub status: String,
     pub database: String,
     pub version: String,
+    /// Seconds since the controller started.
+    #[serde(default)]
+    pub uptime_secs: u64,
+}
+
+/// Answer of `GET /ready`: whether this controller can serve (for a load
+/// balancer or an orchestrator's readiness probe).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready`, or `not_ready` (with status 503).
+    pub status: String,
+    /// `ok`, or `unavailable`.
+    pub database: String,
+    /// The database's schema is migrated (it is, once the controller has
+    /// started: it migrates before it listens).
+    pub migrations: String,
+    /// Apps in the loaded apps.yaml.
+    pub apps: usize,
+}
+
+/// Answer of `GET /v1/status`: one screen about the controller.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusResponse {
+    pub version: String,
+    pub uptime_secs: u64,
+    /// `ok` or `unavailable`.
+    pub database: String,
+    /// `sqlite` or `postgres`.
+    pub database_kind: String,
+    pub apps: usize,
+    pub agents_online: usize,
+    pub agents_total: usize,
+    /// Pending jobs (counted up to 1,000).
+    pub jobs_pending: usize,
+    pub jobs_running: usize,
+    /// The newest failed or lost jobs (up to 5).
+    pub recent_failures: Vec<Job>,
 }
 
 /// Environment variables the agent sets for a deploy command: the job's

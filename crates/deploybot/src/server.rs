@@ -51,6 +51,9 @@ pub struct ServerArgs {
     /// Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the client.
     #[arg(long, env = "DEPLOYBOT_TRUSTED_PROXIES", value_name = "IPS")]
     trusted_proxies: Option<String>,
+    /// Require a read token for GET /metrics (open by default).
+    #[arg(long, env = "DEPLOYBOT_METRICS_AUTH")]
+    metrics_auth: bool,
 }
 
 /// Secrets come from the environment or the config file only (a flag would
@@ -84,6 +87,7 @@ impl ServerArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             trusted_proxies: self.trusted_proxies,
+            metrics_auth: self.metrics_auth.then_some(true),
             lease_timeout: self.lease_timeout,
             log_retention_jobs: self.log_retention_jobs,
             log_retention_days: self.log_retention_days,

@@ -91,6 +91,7 @@ pub async fn register(
     .await;
     for job in &registered.lost {
         tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");
+        state.metrics.job_finished(job);
         state.live.job_changed(job);
         state.dispatch.job_enqueued(&job.host);
     }
@@ -130,6 +131,7 @@ pub async fn revoke(
         state.dispatch.job_enqueued(&host);
     }
     for job in &lost {
+        state.metrics.job_finished(job);
         state.live.job_changed(job);
         state.dispatch.job_enqueued(&job.host);
     }
@@ -211,6 +213,9 @@ pub async fn heartbeat(
     })?;
 
     let deadline = tokio::time::Instant::now() + wait;
+    // Counted while this request is held (dropped when it answers).
+    let _held =
+        (!wait.is_zero()).then(|| crate::metrics::Held::new(&state.metrics.long_polls_held));
     let wake = state.dispatch.waiter(&host);
     let mut stopping = state.stopping.clone();
     loop {
@@ -264,6 +269,7 @@ async fn claim_for(state: &AppState, agent: &str, host: &str) -> Result<Option<J
         Claim::Job(job) => {
             tracing::info!(job = %job.id, agent = %agent, host = %host, "job handed out");
             state.live.job_changed(&job);
+            state.metrics.job_started(&job);
             Ok(Some(*job))
         }
         Claim::HostBusy => Ok(None),

@@ -140,6 +140,9 @@ async fn require_deploy_of_job(
 fn answer_enqueued(state: &AppState, enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
     let status = if enqueued.created {
         state.dispatch.job_enqueued(&enqueued.job.host);
+        state
+            .metrics
+            .job_created(&enqueued.job.app, enqueued.job.source.as_str());
         tracing::info!(
             job = %enqueued.job.id,
             host = %enqueued.job.host,
@@ -286,6 +289,9 @@ pub async fn report_status(
         .await?;
     let (status, updated) = match outcome {
         ReportOutcome::Updated(job) => {
+            if job.status.is_final() {
+                state.metrics.job_finished(&job);
+            }
             tracing::info!(job = %id, status = %job.status, "job finished");
             state.live.job_changed(&job);
             // The host is free: a long-poll of its agent held meanwhile can
@@ -333,6 +339,7 @@ pub async fn cancel(
         tracing::info!(job = %job.id, host = %job.host, "cancel requested");
     } else {
         state.live.job_changed(&job);
+        state.metrics.job_finished(&job);
         tracing::info!(job = %job.id, "job cancelled before it ran");
     }
     Ok(Json(JobResponse { job, created: None }))

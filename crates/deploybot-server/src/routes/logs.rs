@@ -261,6 +261,8 @@ async fn feed(
     mut feeds: Feeds,
     events: mpsc::Sender<Event>,
 ) {
+    // Counted while the client is fed (this task ends when it goes).
+    let _client = crate::metrics::Held::new(&state.metrics.sse_clients);
     let filter = query.filter();
     let mut stopping = state.stopping.clone();
     // A job stream's final status is sent once, whichever path finds it first.
@@ -313,6 +315,15 @@ async fn feed(
                             continue;
                         }
                         final_sent |= is_final;
+                        // The job's lines were all committed before it
+                        // ended, but may reach this instance's feed later
+                        // when they were uploaded through another instance:
+                        // send them first, so a job's end follows its output.
+                        if status.status.is_final()
+                            && !catch_up(&state, &filter, &mut last, &events).await
+                        {
+                            return;
+                        }
                         if events.send(status_event(&status)).await.is_err() {
                             return;
                         }

@@ -8,6 +8,7 @@ pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod logs;
+pub(crate) mod metrics;
 pub(crate) mod tokens;
 pub(crate) mod webhooks;
 
@@ -21,6 +22,7 @@ use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 use tower_http::trace::{Trace, TraceLayer};
 
 use crate::error::{self, ApiError};
+use crate::http_metrics::{HttpMetrics, HttpMetricsLayer};
 use crate::openapi;
 use crate::state::AppState;
 
@@ -49,6 +51,7 @@ pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, A
 /// request in flight, and a controller holds 10,000 long-polls.
 pub fn service(state: AppState) -> Service {
     ServiceBuilder::new()
+        .layer(HttpMetricsLayer(state.metrics.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(PanicAnswer))
         // A client that stops sending its body mid-way is cut off, so it
@@ -78,9 +81,11 @@ impl ResponseForPanic for PanicAnswer {
 }
 
 /// The type of [`service`].
-pub type Service = Trace<
-    CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
-    SharedClassifier<ServerErrorsAsFailures>,
+pub type Service = HttpMetrics<
+    Trace<
+        CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
+        SharedClassifier<ServerErrorsAsFailures>,
+    >,
 >;
 
 /// The longest a request body may pause between two chunks.
@@ -107,6 +112,9 @@ fn router(state: AppState) -> Router {
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/status", get(health::status))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let webhooks = Router::new()
         .route("/v1/webhooks/github", post(webhooks::github))

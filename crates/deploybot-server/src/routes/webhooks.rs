@@ -46,7 +46,9 @@ pub async fn github(
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<WebhookResponse>, ApiError> {
     let apps = state.apps.get();
-    let signed_by = verify_signature(&state, &apps, &headers, &body)?;
+    let signed_by = verify_signature(&state, &apps, &headers, &body).inspect_err(|_| {
+        state.metrics.signature_failures.inc();
+    })?;
 
     let event = webhook::event(&headers)?;
     let delivery_id = webhook::delivery_id(&headers)?
@@ -77,7 +79,23 @@ pub async fn github(
         }
     };
 
+    let planned: Vec<(String, String)> = jobs
+        .iter()
+        .map(|job| (job.app.clone(), job.host.clone()))
+        .collect();
     let outcome = state.store.ingest_delivery(delivery.clone(), jobs).await?;
+    state
+        .metrics
+        .webhook_deliveries
+        .get_or_create(&crate::metrics::VerdictLabels {
+            verdict: outcome.verdict.as_str().to_owned(),
+        })
+        .inc();
+    for (app, host) in &planned {
+        if outcome.hosts_with_new_jobs.contains(host) {
+            state.metrics.job_created(app, "webhook");
+        }
+    }
     for host in &outcome.hosts_with_new_jobs {
         state.dispatch.job_enqueued(host);
     }

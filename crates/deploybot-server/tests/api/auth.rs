@@ -244,7 +244,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_its_role_allows() {
     assert!(wrong.is_empty(), "{wrong:#?}");
 
     // Open by design: health, docs, the spec; the webhook checks its signature.
-    for path in ["/health", "/openapi.json", "/docs/"] {
+    for path in ["/health", "/ready", "/metrics", "/openapi.json", "/docs/"] {
         assert_eq!(
             app.call(Method::GET, path, None, Value::Null).await,
             S::OK,

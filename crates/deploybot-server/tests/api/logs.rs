@@ -10,20 +10,20 @@ use crate::helpers::{SHA_A, TestApp, assert_error, ok_json, spawn_app};
 
 /// One parsed server-sent event.
 #[derive(Debug)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: String,
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
 }
 
 /// A minimal SSE reader over a streaming response.
-struct SseReader {
+pub struct SseReader {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl SseReader {
-    async fn open(app: &TestApp, query: &str, last_event_id: Option<i64>) -> SseReader {
+    pub async fn open(app: &TestApp, query: &str, last_event_id: Option<i64>) -> SseReader {
         let mut request = app.client.get(app.url(&format!("/v1/logs/stream?{query}")));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
@@ -43,7 +43,7 @@ impl SseReader {
     }
 
     /// The next event that is not a keep-alive comment.
-    async fn next(&mut self) -> SseEvent {
+    pub async fn next(&mut self) -> SseEvent {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -89,7 +89,7 @@ impl SseReader {
     }
 
     /// The next log line, skipping status events.
-    async fn next_log(&mut self) -> LogEntry {
+    pub async fn next_log(&mut self) -> LogEntry {
         let mut event = self.next().await;
         while event.event == "status" || event.event == "ready" {
             event = self.next().await;
@@ -108,7 +108,7 @@ async fn running_job(app: &TestApp) -> (String, Job) {
     (agent.id, job)
 }
 
-fn lines(range: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+pub fn lines(range: std::ops::RangeInclusive<u64>) -> Vec<Value> {
     range
         .map(|n| json!({"line": n, "stream": if n % 2 == 0 { "stderr" } else { "stdout" }, "at": "2026-01-01T00:00:00Z", "text": format!("line {n}")}))
         .collect()

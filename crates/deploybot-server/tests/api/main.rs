@@ -4,12 +4,15 @@
 mod agents;
 mod apps;
 mod auth;
+mod cluster;
 mod dispatch_race;
 mod errors;
 mod helpers;
 mod hosts;
 mod jobs;
 mod logs;
+mod metrics;
+mod probes;
 mod protocol;
 mod restart;
 mod status;

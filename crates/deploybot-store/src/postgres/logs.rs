@@ -39,7 +39,8 @@ fn from_row(row: &PgRow) -> Result<LogEntry, StoreError> {
 
 /// Stores lines of a running job's output; lines already stored (a retried
 /// upload) are skipped. Returns the stored entries in id order, for live
-/// subscribers.
+/// subscribers, and the newest line id before them (0 when nothing was
+/// stored: then nothing is published either).
 ///
 /// Holds the log-append advisory lock until the transaction ends, so that
 /// appends from every instance take their ids, and commit, in one order: a
@@ -50,7 +51,7 @@ pub(super) async fn append(
     agent_id: Option<&str>,
     lease: Option<i64>,
     lines: &[LogLine],
-) -> Result<AppendedLogs, StoreError> {
+) -> Result<(AppendedLogs, i64), StoreError> {
     let Held { status, host, app } = check_holder(
         conn,
         job_id,
@@ -79,10 +80,14 @@ pub(super) async fn append(
         })
         .collect();
     if fresh.is_empty() {
-        return Ok(appended);
+        return Ok((appended, 0));
     }
 
     lock(conn, &[lock_key(LockSpace::LogAppend, &[])]).await?;
+    // Under the lock: every line up to this one is committed, and the lines
+    // stored next follow it (the live feed publishes them directly if it
+    // has published it).
+    let previous = last_id(conn).await?;
     let numbers: Vec<i64> = fresh.iter().map(|l| saturating_i64(l.line)).collect();
     let streams: Vec<&str> = fresh.iter().map(|l| l.stream.as_str()).collect();
     let times: Vec<i64> = fresh.iter().map(|l| to_ms(l.at)).collect();
@@ -123,7 +128,7 @@ pub(super) async fn append(
         });
     }
     appended.entries.sort_by_key(|entry| entry.id);
-    Ok(appended)
+    Ok((appended, previous))
 }
 
 /// One job's lines after line `after`, in order.

@@ -13,6 +13,14 @@
 //! instances) so that log ids grow in commit order, which the SSE stream and
 //! [`Store::log_feed`] rely on.
 //!
+//! Instances hear of each other's writes through `LISTEN/NOTIFY`
+//! (`events.rs`): a write that queues jobs, asks for a cancel, ends a job or
+//! appends log lines notifies in its own transaction, so the notification
+//! goes out exactly when the change is visible. The log feed (`feed.rs`)
+//! turns other instances' appends into lines, and a session advisory lock
+//! on a connection of its own names the one instance that runs periodic
+//! work ([`Store::try_lead`]).
+//!
 //! Losing the database fails requests with [`StoreError::Database`] (the
 //! server answers 503); a transaction that did not commit left nothing
 //! behind, and the pool replaces broken connections by itself (each is
@@ -22,6 +30,8 @@ mod agents;
 mod audit;
 mod credentials;
 mod deliveries;
+mod events;
+mod feed;
 mod jobs;
 mod leases;
 mod logs;
@@ -33,15 +43,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deploybot_wire::{Agent, AuditEntry, Delivery, Job, LogEntry, LogLine, Timestamp, TokenInfo};
+use deploybot_wire::{
+    Agent, AuditEntry, Delivery, Job, JobStatus, LogEntry, LogLine, Timestamp, TokenInfo,
+};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::{
     AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter,
     LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered, ReportOutcome,
-    StatusReport, Store, StoreError, redact_url,
+    StatusReport, Store, StoreError, StoreEvent, redact_url,
 };
 
 /// Connections the pool opens at most. Writes are short transactions, so a
@@ -53,15 +65,25 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines one pruning write deletes at most: keeps each write short.
 const PRUNE_BATCH: u32 = 2000;
-/// Log batches buffered for slow feed receivers (they catch up from the database).
-const LOG_FEED_CAPACITY: usize = 4096;
 
 pub struct PostgresStore {
     pool: PgPool,
-    log_feed: tokio::sync::broadcast::Sender<Arc<[LogEntry]>>,
-    /// Held from an append's first statement until its lines are published:
-    /// commits, and so feed batches, follow id order.
-    log_appends: tokio::sync::Mutex<()>,
+    /// Every instance's committed log lines, in id order.
+    log_feed: feed::Feed,
+    /// What other instances committed, and notifying them of our writes.
+    events: events::Events,
+    /// For a connection of its own that holds the leadership lock.
+    options: PgConnectOptions,
+    /// That connection, once made, and whether it holds the lock.
+    leadership: tokio::sync::Mutex<Option<Leadership>>,
+}
+
+/// A session-level advisory lock names the leader: it lives exactly as long
+/// as the connection, so an instance that dies (or loses its database
+/// connection) hands leadership on by itself.
+struct Leadership {
+    conn: PgConnection,
+    leading: bool,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -106,17 +128,75 @@ impl PostgresStore {
             // connection the server dropped while it was idle is replaced
             // instead of failing a request.
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|err| {
                 StoreError::Setup(format!("cannot connect to {}: {err}", redact_url(url)))
             })?;
         schema::migrate(&pool).await?;
+        // Listening first, then reading where the log feed starts: a line
+        // committed in between is in the read or heard of.
+        let committed = tokio::sync::watch::channel(feed::Committed::default()).0;
+        let (progress, published) = tokio::sync::watch::channel(0);
+        let events = events::Events::start(options.clone(), committed.clone(), published).await?;
+        let log_feed = feed::Feed::start(pool.clone(), committed, progress).await?;
         Ok(PostgresStore {
+            events,
+            options,
+            leadership: tokio::sync::Mutex::new(None),
             pool,
-            log_feed: tokio::sync::broadcast::channel(LOG_FEED_CAPACITY).0,
-            log_appends: tokio::sync::Mutex::new(()),
+            log_feed,
         })
+    }
+
+    /// [`Store::try_lead`] on the leadership connection in `slot`, made if
+    /// there is none; a connection that fails is dropped (and its lock, if
+    /// it held it, released).
+    async fn lead(&self, slot: &mut Option<Leadership>) -> Result<bool, StoreError> {
+        let leadership = match slot {
+            Some(leadership) => leadership,
+            None => slot.insert(Leadership {
+                conn: PgConnection::connect_with(&self.options).await?,
+                leading: false,
+            }),
+        };
+        // The leader only checks that its session (and so its lock) lives.
+        let asked = if leadership.leading {
+            sqlx::query_scalar("SELECT true")
+                .fetch_one(&mut leadership.conn)
+                .await
+        } else {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(LockSpace::Leader as i32)
+                .bind(0_i32)
+                .fetch_one(&mut leadership.conn)
+                .await
+        };
+        match asked {
+            Ok(leading) => {
+                leadership.leading = leading;
+                Ok(leading)
+            }
+            Err(err) => {
+                *slot = None;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Tells the other instances of a new pending job, if `enqueued` made one.
+    async fn pending(
+        &self,
+        tx: &mut PgConnection,
+        enqueued: Enqueued,
+    ) -> Result<Enqueued, StoreError> {
+        if enqueued.created {
+            let event = StoreEvent::JobsPending {
+                hosts: vec![enqueued.job.host.clone()],
+            };
+            self.events.notify(tx, &event).await?;
+        }
+        Ok(enqueued)
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
@@ -170,7 +250,16 @@ impl Store for PostgresStore {
         &self,
         registration: NewRegistration,
     ) -> Result<Registered, StoreError> {
-        in_transaction!(self, |tx| register(tx, &registration).await)
+        in_transaction!(self, |tx| {
+            match register(tx, &registration).await {
+                Ok(registered) => self
+                    .events
+                    .jobs_ended(tx, &registered.lost)
+                    .await
+                    .map(|()| registered),
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn agent_by_token(
@@ -181,7 +270,12 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError> {
-        in_transaction!(self, |tx| revoke(tx, &agent_id).await)
+        in_transaction!(self, |tx| {
+            match revoke(tx, &agent_id).await {
+                Ok(lost) => self.events.jobs_ended(tx, &lost).await.map(|()| lost),
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError> {
@@ -221,12 +315,31 @@ impl Store for PostgresStore {
     }
 
     async fn claim_job(&self, agent_id: String, host: String) -> Result<Claim, StoreError> {
-        leases::claim(&mut *self.conn().await?, &agent_id, &host).await
+        let mut conn = self.conn().await?;
+        let claim = leases::claim(&mut conn, &agent_id, &host).await?;
+        if let Claim::Job(job) = &claim {
+            // After the claim's own commit, to keep the hot path one
+            // statement: losing this only costs other instances' SSE
+            // clients the `running` event, which nothing depends on.
+            let told = self
+                .events
+                .jobs_changed(&mut conn, std::slice::from_ref(job.as_ref()))
+                .await;
+            if let Err(err) = told {
+                tracing::warn!(error = %err, job = %job.id, "cannot tell other instances of a claim");
+            }
+        }
+        Ok(claim)
     }
 
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError> {
         let job = jobs::EncodedJob::new(job)?;
-        in_transaction!(self, |tx| jobs::enqueue(tx, &job).await)
+        in_transaction!(self, |tx| {
+            match jobs::enqueue(tx, &job).await {
+                Ok(enqueued) => self.pending(tx, enqueued).await,
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn ingest_delivery(
@@ -238,7 +351,17 @@ impl Store for PostgresStore {
             .into_iter()
             .map(jobs::EncodedJob::new)
             .collect::<Result<Vec<_>, _>>()?;
-        in_transaction!(self, |tx| deliveries::ingest(tx, &delivery, &jobs).await)
+        in_transaction!(self, |tx| {
+            match deliveries::ingest(tx, &delivery, &jobs).await {
+                Ok(outcome) if !outcome.hosts_with_new_jobs.is_empty() => {
+                    let event = StoreEvent::JobsPending {
+                        hosts: outcome.hosts_with_new_jobs.clone(),
+                    };
+                    self.events.notify(tx, &event).await.map(|()| outcome)
+                }
+                other => other,
+            }
+        })
     }
 
     async fn job(&self, id: String) -> Result<Option<Job>, StoreError> {
@@ -254,7 +377,20 @@ impl Store for PostgresStore {
         job_id: String,
         report: StatusReport,
     ) -> Result<ReportOutcome, StoreError> {
-        in_transaction!(self, |tx| leases::report(tx, &job_id, &report).await)
+        in_transaction!(self, |tx| {
+            match leases::report(tx, &job_id, &report).await {
+                Ok(ReportOutcome::Updated(job)) => {
+                    let changed = std::slice::from_ref(job.as_ref());
+                    let notified = if job.status.is_final() {
+                        self.events.jobs_ended(tx, changed).await
+                    } else {
+                        self.events.jobs_changed(tx, changed).await
+                    };
+                    notified.map(|()| ReportOutcome::Updated(job))
+                }
+                other => other,
+            }
+        })
     }
 
     async fn host_jobs(&self, hosts: Vec<String>) -> Result<Vec<HostJobs>, StoreError> {
@@ -270,11 +406,30 @@ impl Store for PostgresStore {
     }
 
     async fn cancel_job(&self, job_id: String) -> Result<Job, StoreError> {
-        in_transaction!(self, |tx| leases::cancel(tx, &job_id).await)
+        in_transaction!(self, |tx| {
+            match leases::cancel(tx, &job_id).await {
+                Ok(job) if job.status == JobStatus::Running => {
+                    let event = StoreEvent::CancelRequested {
+                        host: job.host.clone(),
+                    };
+                    self.events.notify(tx, &event).await.map(|()| job)
+                }
+                Ok(job) => {
+                    let changed = std::slice::from_ref(&job);
+                    self.events.jobs_changed(tx, changed).await.map(|()| job)
+                }
+                other => other,
+            }
+        })
     }
 
     async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError> {
-        in_transaction!(self, |tx| leases::retry(tx, &job_id, &new_id).await)
+        in_transaction!(self, |tx| {
+            match leases::retry(tx, &job_id, &new_id).await {
+                Ok(enqueued) => self.pending(tx, enqueued).await,
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn expire_leases(
@@ -282,7 +437,14 @@ impl Store for PostgresStore {
         silent_since: Timestamp,
         reason: String,
     ) -> Result<Vec<Job>, StoreError> {
-        leases::expire(&mut *self.conn().await?, to_ms(silent_since), &reason).await
+        // A transaction, so that the other instances hear of the freed hosts
+        // exactly when they are free.
+        in_transaction!(self, |tx| {
+            match leases::expire(tx, to_ms(silent_since), &reason).await {
+                Ok(lost) => self.events.jobs_ended(tx, &lost).await.map(|()| lost),
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn cancel_requests(&self, host: String) -> Result<Vec<String>, StoreError> {
@@ -300,19 +462,46 @@ impl Store for PostgresStore {
         lease: Option<i64>,
         lines: Vec<LogLine>,
     ) -> Result<AppendedLogs, StoreError> {
-        let _serialized = self.log_appends.lock().await;
-        let appended = in_transaction!(self, |tx| {
-            logs::append(tx, &job_id, agent_id.as_deref(), lease, &lines).await
+        let mut published = self.log_feed.lock().await;
+        let (appended, previous) = in_transaction!(self, |tx| {
+            match logs::append(tx, &job_id, agent_id.as_deref(), lease, &lines).await {
+                Ok((appended, previous)) => match appended.entries.last() {
+                    Some(newest) => self
+                        .events
+                        .logs_committed(tx, newest.id)
+                        .await
+                        .map(|()| (appended, previous)),
+                    None => Ok((appended, previous)),
+                },
+                Err(err) => Err(err),
+            }
         })?;
-        if !appended.entries.is_empty() {
-            // No receiver is fine: nobody is watching.
-            let _ = self.log_feed.send(appended.entries.clone().into());
-        }
+        self.log_feed
+            .publish(&mut published, previous, appended.entries.clone());
         Ok(appended)
     }
 
     fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>> {
         self.log_feed.subscribe()
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        let mut slot = self.leadership.lock().await;
+        // Bounded: the caller's periodic work (saving heartbeats) must not
+        // stall behind a database that does not answer.
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, self.lead(&mut slot)).await {
+            Ok(led) => led,
+            Err(_) => {
+                *slot = None;
+                Err(StoreError::Database(
+                    "timed out asking for leadership".to_owned(),
+                ))
+            }
+        }
     }
 
     async fn job_logs(
@@ -416,6 +605,8 @@ pub(super) enum LockSpace {
     AppOnHost = 0x4442_0002,
     /// All log appends: ids are taken, and committed, in one order.
     LogAppend = 0x4442_0003,
+    /// The instance that runs periodic work (a session lock, held while it lives).
+    Leader = 0x4442_0004,
 }
 
 /// The advisory lock key of `parts` in `space`: stable across instances and versions.

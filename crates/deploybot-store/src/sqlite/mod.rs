@@ -46,6 +46,9 @@ pub struct SqliteStore {
     writer: Writer,
     readers: ReadPool,
     log_feed: tokio::sync::broadcast::Sender<Arc<[LogEntry]>>,
+    /// Kept, never used: one SQLite file has one controller, which learns
+    /// of its own writes directly.
+    events: tokio::sync::broadcast::Sender<crate::StoreEvent>,
 }
 
 /// Log batches buffered for slow feed receivers (they catch up from the database).
@@ -117,6 +120,7 @@ impl SqliteStore {
             writer,
             readers: ReadPool::new(readers),
             log_feed: tokio::sync::broadcast::channel(LOG_FEED_CAPACITY).0,
+            events: tokio::sync::broadcast::channel(1).0,
         })
     }
 }
@@ -336,6 +340,14 @@ impl Store for SqliteStore {
 
     fn log_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<[LogEntry]>> {
         self.log_feed.subscribe()
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<crate::StoreEvent> {
+        self.events.subscribe()
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn job_logs(

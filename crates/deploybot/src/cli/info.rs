@@ -1,8 +1,9 @@
-//! What the controller knows: `hosts`, `agents`, `apps`, `deliveries`,
-//! `explain`.
+//! What the controller knows: `status`, `hosts`, `agents`, `apps`,
+//! `deliveries`, `explain`.
 
 use deploybot_wire::{
     Agent, AppsResponse, Delivery, DeliveryVerdict, ExplainResponse, HostsResponse, Job,
+    StatusResponse,
 };
 
 use super::client::Result;
@@ -20,6 +21,85 @@ fn job_cell(job: Option<&Job>, ids: &[&str], short: &[String]) -> Cell {
         .and_then(|i| short.get(i))
         .map_or_else(|| output::short_id(&job.id), Clone::clone);
     Cell::new(format!("{id} {}", job.status))
+}
+
+pub async fn status(ctx: &Ctx) -> Result<()> {
+    let status: StatusResponse = ctx.client.get(&["v1", "status"], &[]).await?;
+    if ctx.json {
+        output::print_json(&status);
+        return Ok(());
+    }
+    let up = std::time::Duration::from_secs(status.uptime_secs);
+    println!(
+        "controller  {}  version {}, up {}",
+        ctx.client.url(&[], &[]),
+        output::escape_cell(&status.version),
+        uptime(up)
+    );
+    println!(
+        "database    {}, {}",
+        output::escape_cell(&status.database_kind),
+        output::escape_cell(&status.database)
+    );
+    println!("apps        {}", status.apps);
+    println!(
+        "agents      {} online of {}",
+        status.agents_online, status.agents_total
+    );
+    let pending = if status.jobs_pending >= 1000 {
+        "1000+".to_owned()
+    } else {
+        status.jobs_pending.to_string()
+    };
+    println!(
+        "jobs        {pending} pending, {} running",
+        status.jobs_running
+    );
+    if status.recent_failures.is_empty() {
+        println!("failures    none recently");
+        return Ok(());
+    }
+    println!("recent failures:");
+    let now = output::now();
+    let ids: Vec<&str> = status
+        .recent_failures
+        .iter()
+        .map(|j| j.id.as_str())
+        .collect();
+    let short = output::short_ids(&ids);
+    let mut table = Table::new(&["ID", "APP", "HOST", "STATUS", "CREATED", "ERROR"]);
+    for (job, id) in status.recent_failures.iter().zip(&short) {
+        let error = job
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .last()
+            .unwrap_or("");
+        table.row(vec![
+            Cell::new(id),
+            Cell::new(&job.app),
+            Cell::new(&job.host),
+            Cell::new(job.status.to_string()),
+            Cell::new(output::ago(job.created_at, now)),
+            Cell::new(error),
+        ]);
+    }
+    table.print("");
+    Ok(())
+}
+
+/// `3d 4h`, `2h 5m`, `7m 3s`: the two largest units.
+fn uptime(up: std::time::Duration) -> String {
+    let secs = up.as_secs();
+    let (days, hours, minutes) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else {
+        format!("{minutes}m {}s", secs % 60)
+    }
 }
 
 pub async fn hosts(ctx: &Ctx) -> Result<()> {

@@ -179,6 +179,10 @@ pub enum Command {
         after_help = "Examples:\n  deploybot retry 0195ab3f\n  deploybot retry 0195ab3f --wait"
     )]
     Retry(RetryArgs),
+    /// The controller on one screen: version, uptime, database, agents,
+    /// queue, recent failures.
+    #[command(after_help = "Examples:\n  deploybot status\n  deploybot status -o json")]
+    Status(PlainArgs),
     /// Hosts: their agent, running and last job, pending jobs, apps.
     #[command(after_help = "Example:\n  deploybot hosts")]
     Hosts(PlainArgs),
@@ -446,7 +450,7 @@ impl Command {
             Command::Job(a) | Command::Cancel(a) => &a.global,
             Command::Logs(a) => &a.global,
             Command::Retry(a) => &a.global,
-            Command::Hosts(a) | Command::Apps(a) => &a.global,
+            Command::Hosts(a) | Command::Apps(a) | Command::Status(a) => &a.global,
             Command::Agents(a) => &a.global,
             Command::Explain(a) => &a.global,
             Command::Deliveries(a) => &a.global,
@@ -538,6 +542,7 @@ async fn dispatch(global: GlobalArgs, command: Command, login_token: Option<Stri
         Command::Logs(args) => jobs::logs(&ctx, args).await,
         Command::Cancel(args) => jobs::cancel(&ctx, &args.id).await,
         Command::Retry(args) => jobs::retry(&ctx, args).await,
+        Command::Status(_) => info::status(&ctx).await,
         Command::Hosts(_) => info::hosts(&ctx).await,
         Command::Agents(args) => match args.command {
             None => info::agents(&ctx).await,

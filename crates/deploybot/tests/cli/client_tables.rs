@@ -244,3 +244,39 @@ async fn deploy_output_cannot_drive_the_terminal() {
     let raw: deploybot_wire::JobLogsResponse = json(root, &server, &["logs", "--job", &jobs[0].id]);
     assert!(raw.lines[0].text.contains("\x1b[31m"), "{raw:?}");
 }
+
+#[tokio::test]
+async fn status_shows_the_controller_on_one_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write(dir.path().join("apps.yaml"), crate::common::WEB_APPS_YAML);
+    let server = crate::common::Server::start(crate::common::web_server_command(dir.path()));
+    server
+        .push("status-1", "refs/heads/main", &crate::common::sha(1))
+        .await;
+
+    let mut cmd = crate::common::client(dir.path(), &server.address);
+    cmd.arg("status");
+    let shown = crate::common::run(cmd);
+    let mut json = crate::common::client(dir.path(), &server.address);
+    json.args(["status", "-o", "json"]);
+    let json = crate::common::run(json);
+
+    assert!(shown.status.success(), "{shown:?}");
+    for line in [
+        "database    sqlite, ok",
+        "apps        1",
+        "agents      0 online of 0",
+        "jobs        2 pending, 0 running",
+        "failures    none recently",
+    ] {
+        assert!(shown.stdout.contains(line), "{line:?} missing:\n{shown:?}");
+    }
+    assert!(
+        shown
+            .stdout
+            .starts_with(&format!("controller  {}", server.address)),
+        "{shown:?}"
+    );
+    let parsed: deploybot_wire::StatusResponse = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(parsed.jobs_pending, 2);
+}

@@ -12,6 +12,7 @@ mod client_errors;
 mod client_follow;
 mod client_login;
 mod client_tables;
+mod cluster;
 mod common;
 mod config_commands;
 mod durability;

@@ -111,3 +111,52 @@ async fn on_postgres_a_push_deploys_and_a_killed_controller_keeps_its_jobs() {
     let second = server.get_job(&queued).await;
     assert_eq!(second.sha.as_deref(), Some(sha(2).as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_fails_while_the_database_is_unreachable_and_recovers_after() {
+    let Some(db) = Database::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write(dir.path().join("apps.yaml"), crate::common::WEB_APPS_YAML);
+    let mut cmd = controller_command(dir.path(), "127.0.0.1:0", "10s");
+    cmd.args(["--database-url", &db.url]);
+    let server = block_in_place(|| Server::start(cmd));
+    let ready = |server: &Server| {
+        let url = server.url("/ready");
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    assert_eq!(ready(&server).await, reqwest::StatusCode::OK);
+
+    // The database goes away: no new connections, the open ones cut.
+    psql(
+        &db.admin_url,
+        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", db.name),
+    );
+    psql(
+        &db.admin_url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ),
+    );
+    assert_eq!(
+        ready(&server).await,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE
+    );
+    let jobs = server.get("/v1/jobs").await;
+    assert_eq!(jobs.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+
+    // It comes back; the controller recovers by itself.
+    psql(
+        &db.admin_url,
+        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", db.name),
+    );
+    let deadline = std::time::Instant::now() + crate::common::DEADLINE;
+    while ready(&server).await != reqwest::StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.get("/v1/jobs").await.status(),
+        reqwest::StatusCode::OK
+    );
+}
