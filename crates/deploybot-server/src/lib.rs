@@ -70,6 +70,8 @@ pub enum StartError {
 /// A controller ready to serve: store open, config loaded, socket bound.
 pub struct Controller {
     listener: TcpListener,
+    /// `/metrics` on its own address, when configured.
+    metrics_listener: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Registered at start, so a SIGHUP right after the readiness line reloads.
     #[cfg(unix)]
@@ -191,6 +193,7 @@ impl Controller {
             auth,
             metrics: Arc::new(metrics::Metrics::default()),
             metrics_auth: settings.metrics_auth,
+            metrics_elsewhere: settings.metrics_listen.is_some(),
             apps: Arc::new(AppsHandle::new(apps)),
             presence: Arc::new(Presence::new(&agents)),
             dispatch: Arc::new(Dispatch::new(pending, cancels)),
@@ -212,8 +215,17 @@ impl Controller {
                 None
             }
         };
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Controller {
             listener,
+            metrics_listener,
             tls,
             #[cfg(unix)]
             hangups,
@@ -241,6 +253,13 @@ impl Controller {
     pub fn url(&self) -> io::Result<String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         Ok(format!("{scheme}://{}", self.local_addr()?))
+    }
+
+    /// The address `/metrics` is served on, when it has its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -272,6 +291,20 @@ impl Controller {
                 self.apps_required,
                 stopping,
             ));
+        }
+        if let Some(listener) = self.metrics_listener {
+            let metrics = routes::metrics_only(self.state.clone());
+            let mut stopped = self.state.stopping.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, metrics)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            });
         }
         let app = routes::service(self.state.clone());
         let stop = self.stop;

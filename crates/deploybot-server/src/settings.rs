@@ -54,6 +54,8 @@ pub struct SettingsLayer {
     pub trusted_proxies: Option<String>,
     /// `/metrics` needs a read token.
     pub metrics_auth: Option<bool>,
+    /// Serve `/metrics` on this address only.
+    pub metrics_listen: Option<String>,
     pub lease_timeout: Option<String>,
     pub log_retention_jobs: Option<u32>,
     pub log_retention_days: Option<u32>,
@@ -84,6 +86,7 @@ impl SettingsLayer {
             tls_key: self.tls_key.or(lower.tls_key),
             trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
             metrics_auth: self.metrics_auth.or(lower.metrics_auth),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             lease_timeout: self.lease_timeout.or(lower.lease_timeout),
             log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
             log_retention_days: self.log_retention_days.or(lower.log_retention_days),
@@ -130,6 +133,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `/metrics` needs a read token (it is open by default).
     pub metrics_auth: bool,
+    /// Serve `/metrics` on this address, and not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// An agent silent this long is offline and loses its running job.
     pub lease_timeout: Duration,
     /// Logs are kept for the newest this many jobs of each app…
@@ -209,6 +214,17 @@ impl Settings {
             listen,
             trusted_proxies,
             metrics_auth: layer.metrics_auth.unwrap_or(false),
+            metrics_listen: layer
+                .metrics_listen
+                .as_deref()
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        SettingsError(format!(
+                            "metrics listen address {text:?} must be IP:PORT, e.g. 127.0.0.1:9090"
+                        ))
+                    })
+                })
+                .transpose()?,
             data_dir,
             apps,
             apps_required,
@@ -308,6 +324,9 @@ insecure_no_auth = false
 # GET /metrics (Prometheus) is open; set this to require a read token.
 #                                                       env: DEPLOYBOT_METRICS_AUTH   flag: --metrics-auth
 metrics_auth = false
+# Serve /metrics on its own address (and not on `listen`), e.g. for a
+# private network only.                                 env: DEPLOYBOT_METRICS_LISTEN   flag: --metrics-listen
+# metrics_listen = "127.0.0.1:9090"
 
 # An agent silent for this long is offline, and the job it runs becomes `lost`.
 #                                                       env: DEPLOYBOT_LEASE_TIMEOUT   flag: --lease-timeout

@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: crate::metrics::SharedMetrics,
     /// `/metrics` needs a read token.
     pub metrics_auth: bool,
+    /// `/metrics` is served on its own address, not with the API.
+    pub metrics_elsewhere: bool,
     pub apps: Arc<AppsHandle>,
     pub presence: Arc<Presence>,
     pub dispatch: Arc<Dispatch>,

@@ -54,6 +54,9 @@ pub struct ServerArgs {
     /// Require a read token for GET /metrics (open by default).
     #[arg(long, env = "DEPLOYBOT_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Serve GET /metrics on this address only (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "DEPLOYBOT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// Secrets come from the environment or the config file only (a flag would
@@ -88,6 +91,7 @@ impl ServerArgs {
             tls_key: self.tls_key,
             trusted_proxies: self.trusted_proxies,
             metrics_auth: self.metrics_auth.then_some(true),
+            metrics_listen: self.metrics_listen,
             lease_timeout: self.lease_timeout,
             log_retention_jobs: self.log_retention_jobs,
             log_retention_days: self.log_retention_days,
@@ -115,6 +119,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                  only now; store it safely (it can make and revoke every other token):\n\n    \
                  {token}\n\nUse it as `Authorization: Bearer <token>`, e.g. export DEPLOYBOT_TOKEN={token}\n"
             );
+        }
+        if let Some(metrics) = controller.metrics_addr() {
+            tracing::info!("metrics on http://{metrics}/metrics");
         }
         tracing::info!("listening on {url}");
         controller.run(shutdown).await?;

@@ -28,6 +28,19 @@ pub async fn metrics(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
+    if state.metrics_elsewhere {
+        return Err(ApiError::not_found(
+            "/metrics is served on its own address (--metrics-listen)",
+        ));
+    }
+    metrics_only(State(state), parts).await
+}
+
+/// `/metrics` on its own address.
+pub async fn metrics_only(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+) -> Result<Response, ApiError> {
     if state.metrics_auth {
         let mut parts = parts;
         let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(

@@ -91,6 +91,13 @@ pub type Service = HttpMetrics<
 /// The longest a request body may pause between two chunks.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// `/metrics` alone, for its own listen address.
+pub fn metrics_only(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics_only))
+        .with_state(state)
+}
+
 fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/agents", get(agents::list))

@@ -20,6 +20,7 @@ mod e2e;
 mod e2e_failures;
 mod help;
 mod logs;
+mod metrics;
 mod postgres;
 mod settings;
 mod signals;
