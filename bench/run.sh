@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # DeployBot benchmarks (see BENCHMARKS.md). Usage:
-#   bench/run.sh [scenario...]     scenarios: ingest dispatch logs idle agent (default: all)
+#   bench/run.sh [scenario...]     scenarios: ingest dispatch logs idle agent cluster
+#                                  (default: all but cluster, which needs PostgreSQL)
 # Env: RUNS (default 3), SECONDS_PER_RUN (default 10).
 # Release builds; one controller per scenario on a fresh SQLite file in a temp
 # dir; load from deploybot-loadgen over loopback; medians of RUNS runs, with
@@ -11,6 +12,7 @@ runs=${RUNS:-3}
 seconds=${SECONDS_PER_RUN:-10}
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(ingest dispatch logs idle agent)
+pg_url=${DEPLOYBOT_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
 
 cargo build --release --quiet -p deploybot -p deploybot-loadgen
 bin=$PWD/target/release
@@ -119,6 +121,43 @@ idle() {
     echo "  RSS after the load: $(rss "$server")"
     kill "$idler" 2>/dev/null || true
     stop_server
+}
+
+cluster() {
+    echo "== two controllers on one PostgreSQL database (fresh), loads split between them"
+    local db="deploybot_bench_$$"
+    psql -X -q -d "$pg_url/postgres" -c "CREATE DATABASE $db"
+    local a=127.0.0.1:18091 b=127.0.0.1:18092 pids=()
+    for instance in $a $b; do
+        local dir
+        dir=$(mktemp -d -p "$work")
+        RUST_LOG=warn "$bin/deploybot" server --listen "$instance" --data-dir "$dir" \
+            --apps "$work/apps.yaml" --database-url "$pg_url/$db?sslmode=disable" 2>>"$dir/server.log" &
+        pids+=($!)
+        until curl -sf "http://$instance/health" >/dev/null; do sleep 0.1; done
+    done
+    for _ in $(seq "$runs"); do
+        "$bin/deploybot-loadgen" --addr "$a" --connections 32 --duration "${seconds}s" webhooks > "$work/wa" &
+        local other=$!
+        "$bin/deploybot-loadgen" --addr "$b" --connections 32 --duration "${seconds}s" webhooks > "$work/wb"
+        wait "$other" || true
+        cat "$work/wa" "$work/wb"
+        echo "  both: $(cat "$work/wa" "$work/wb" | grep -o '= [0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)/s"
+    done
+    for _ in $(seq "$runs"); do
+        "$bin/deploybot-loadgen" --addr "$a" --connections 32 --duration "${seconds}s" heartbeats --agents 500 --prefix bench-a > "$work/ha" &
+        local other=$!
+        "$bin/deploybot-loadgen" --addr "$b" --connections 32 --duration "${seconds}s" heartbeats --agents 500 --prefix bench-b > "$work/hb"
+        wait "$other" || true
+        cat "$work/ha" "$work/hb"
+        echo "  both: $(cat "$work/ha" "$work/hb" | grep -o '= [0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)/s"
+    done
+    for _ in $(seq "$runs"); do
+        "$bin/deploybot-loadgen" --addr "$a" dispatch --push-addr "$b"
+    done
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    psql -X -q -d "$pg_url/postgres" -c "DROP DATABASE $db WITH (FORCE)"
 }
 
 agent() {

@@ -35,6 +35,10 @@ const REPEATED_CANCEL_PACE: Duration = Duration::from_secs(1);
 /// A job handed out during shutdown (which a controller should not do) is
 /// turned down within this, or left to its lease timeout.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new job waits for the previous one's task to end. The
+/// controller hands out a host's next job only once the previous job's final
+/// report is committed, so that task is only tidying up.
+const PREVIOUS_JOB_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn run(
     config: AgentConfig,
@@ -386,6 +390,15 @@ async fn accept(
     let mut news = response.job.is_some() || response.cancel.is_empty();
     if let Some(new) = response.job {
         reap(job).await;
+        if let Some(running) = job.as_mut()
+            && running.id != new.id
+            && tokio::time::timeout(PREVIOUS_JOB_GRACE, running.finished())
+                .await
+                .is_ok()
+        {
+            // Its report is in (the controller freed the host): done.
+            *job = None;
+        }
         match job {
             // Handed out again (a heartbeat answer we already acted on).
             Some(running) if running.id == new.id => {}

@@ -21,6 +21,7 @@ type Reported = Arc<std::sync::atomic::AtomicUsize>;
 
 pub async fn run(
     addr: &str,
+    push_addr: &str,
     secret: &str,
     agents: usize,
     pushes: usize,
@@ -44,7 +45,7 @@ pub async fn run(
     }
 
     let mut acknowledged: HashMap<String, Instant> = HashMap::new();
-    let mut conn = Connection::open(addr).await?;
+    let mut conn = Connection::open(push_addr).await?;
     // Distinct from any earlier run against the same controller.
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -54,9 +54,13 @@ enum Load {
     },
     /// Heartbeats of many registered agents (no jobs pending).
     Heartbeats {
-        /// Agents to register first (hostnames bench-agent-N).
+        /// Agents to register first (hostnames PREFIX-N).
         #[arg(long, default_value_t = 1000)]
         agents: usize,
+        /// Hostname prefix: distinct per load generator when several run
+        /// against controllers sharing one database.
+        #[arg(long, default_value = "bench-agent")]
+        prefix: String,
     },
     /// Dispatch latency: agents long-poll; each push queues a job per agent;
     /// measures the time from the push's 2xx to each agent holding its job.
@@ -71,6 +75,10 @@ enum Load {
         pushes: usize,
         #[arg(long, default_value = "acme/fleet")]
         repo: String,
+        /// Send the pushes to this controller instead (agents stay on
+        /// --addr): dispatch across instances sharing one database.
+        #[arg(long)]
+        push_addr: Option<String>,
     },
     /// Log ingest: one running job per agent, each uploading batches, with an
     /// SSE subscriber measuring how soon lines show up.
@@ -144,7 +152,11 @@ async fn main() -> anyhow::Result<()> {
             agents,
             pushes,
             repo,
-        } => dispatch::run(&cli.addr, &secret, agents, pushes, &repo).await,
+            push_addr,
+        } => {
+            let push_addr = push_addr.as_deref().unwrap_or(&cli.addr);
+            dispatch::run(&cli.addr, push_addr, &secret, agents, pushes, &repo).await
+        }
         Load::Logs {
             secret,
             jobs,
@@ -153,8 +165,8 @@ async fn main() -> anyhow::Result<()> {
             repo,
         } => logs::run(&cli.addr, &secret, jobs, batch, rate, &repo, cli.duration).await,
         Load::Idle { agents } => idle::run(&cli.addr, agents, cli.duration).await,
-        Load::Heartbeats { agents } => {
-            let agents = Arc::new(register_agents(&cli.addr, "bench-agent", agents).await?);
+        Load::Heartbeats { agents, prefix } => {
+            let agents = Arc::new(register_agents(&cli.addr, &prefix, agents).await?);
             let make = move |conn: usize| {
                 let agents = agents.clone();
                 let mut next = conn;

@@ -130,3 +130,26 @@ async fn commands_that_cannot_start_are_reported_failed() {
     assert_eq!(report.error.as_deref(), Some("the deploy command is empty"));
     agent.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_handed_out_as_the_previous_one_ends_runs_instead_of_being_turned_down() {
+    // The fake hands out the next job as soon as it is asked, which is
+    // what the controller does once the previous job's report frees the
+    // host; the agent may still be tidying up that job then.
+    let fake = Fake::start().await;
+    for n in 0..5 {
+        fake.push_job(job(
+            &format!("job-quick-{n}"),
+            vec!["echo".into(), format!("quick {n}")],
+        ));
+    }
+    let agent = start_agent(&fake, |_| {});
+
+    for n in 0..5 {
+        let id = format!("job-quick-{n}");
+        let (report, record) = fake.report(&id).await;
+        assert_eq!(report.status, JobStatus::Success, "{id}: {report:?}");
+        assert_eq!(record.texts(&id), [format!("quick {n}")]);
+    }
+    agent.stop().await.unwrap();
+}
