@@ -250,11 +250,15 @@ impl Auth {
             return Ok(Caller::Open);
         }
         let result = self.resolve(store, authorization).await;
+        // Only presented tokens that fail count: they are guesses. A missing
+        // token is a mistake, not an attack, and a valid credential is never
+        // held up by someone else's bad guesses from the same address (NAT,
+        // a proxy).
+        let guessed = bearer(authorization).is_ok();
         if let (Err(err), Some(address)) = (&result, address)
+            && guessed
             && err.status() == StatusCode::UNAUTHORIZED
         {
-            // Only failures are limited: a valid credential is never held up
-            // by someone else's bad guesses from the same address (NAT, a proxy).
             self.failed(address);
             self.check_not_throttled(address)?;
         }

@@ -142,6 +142,30 @@ async fn every_endpoint_answers_each_kind_of_caller_as_its_role_allows() {
         ),
         (
             Method::GET,
+            "/v1/apps".into(),
+            Value::Null,
+            [U, S::OK, S::OK, S::OK, F, F],
+        ),
+        (
+            Method::GET,
+            "/v1/explain?repo=acme/web&ref=main".into(),
+            Value::Null,
+            [U, S::OK, S::OK, S::OK, F, F],
+        ),
+        (
+            Method::GET,
+            "/v1/status".into(),
+            Value::Null,
+            [U, S::OK, S::OK, S::OK, F, F],
+        ),
+        (
+            Method::GET,
+            "/v1/logs/stream?job_id=no-such-job".into(),
+            Value::Null,
+            [U, S::NOT_FOUND, S::NOT_FOUND, S::NOT_FOUND, F, F],
+        ),
+        (
+            Method::GET,
             "/v1/tokens".into(),
             Value::Null,
             [U, F, F, S::OK, F, F],
