@@ -4,72 +4,13 @@
 //! on the server `DEPLOYBOT_TEST_POSTGRES_URL` names (default: this
 //! machine's, as `.ci/postgres.sh` sets it up), created and dropped with psql.
 
-use std::process::Command;
-
 use deploybot_wire::JobStatus;
 use tokio::task::block_in_place;
 
 use crate::common::{
-    AgentProcess, Server, agent_command, app_entry, controller_command, sha, write_apps,
-    write_script,
+    AgentProcess, Database, Server, agent_command, app_entry, controller_command, psql, sha,
+    write_apps, write_script,
 };
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
-
-/// A database of its own, dropped at the end of the test.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    /// `None` when the PostgreSQL tests are switched off.
-    fn create() -> Option<Database> {
-        if std::env::var("DEPLOYBOT_TEST_POSTGRES").as_deref() == Ok("skip") {
-            return None;
-        }
-        let admin_url =
-            std::env::var("DEPLOYBOT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("deploybot_cli_{}_{nanos}", std::process::id());
-        psql(&admin_url, &format!("CREATE DATABASE {name}"));
-        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        Some(Database {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let status = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .status()
-        .unwrap_or_else(|err| {
-            panic!("psql: {err} (is PostgreSQL's client installed? see .ci/postgres.sh)")
-        });
-    assert!(status.success(), "psql {sql:?} failed against {url}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_push_deploys_and_a_killed_controller_keeps_its_jobs() {
