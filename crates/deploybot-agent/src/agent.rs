@@ -220,10 +220,13 @@ async fn heartbeat_loop(
         } else {
             AgentStatus::Idle
         };
+        // A job's task lives until its final report is in, so the
+        // controller never sees a job it still runs missing from this list.
+        let running = job.as_ref().map(|running| running.id.clone());
         let step = tokio::select! {
             step = async {
                 tokio::time::sleep(pace).await;
-                let beat = Beat { registered, unconfirmed, status, draining };
+                let beat = Beat { registered, unconfirmed, status, draining, running };
                 attempt(client, config, &identity, beat, &mut backoff).await
             } => step,
             // The running job's upload or report was refused: register now
@@ -302,12 +305,13 @@ async fn heartbeat_loop(
 }
 
 /// What the next attempt is to do.
-#[derive(Clone, Copy)]
 struct Beat {
     registered: bool,
     unconfirmed: bool,
     status: AgentStatus,
     draining: bool,
+    /// The job this agent runs, if any.
+    running: Option<String>,
 }
 
 /// One heartbeat (or, after a 404 or 401, one registration). Failures wait
@@ -337,6 +341,7 @@ async fn attempt(
     let request = HeartbeatRequest {
         status: beat.status,
         draining: beat.draining,
+        running_jobs: Some(beat.running.into_iter().collect()),
     };
     match client
         .heartbeat(&identity.id, &request, config.poll_wait)
@@ -458,9 +463,12 @@ async fn goodbye(client: &Client, identity: &Identity, registered: bool, setting
     if !registered {
         return;
     }
+    // Nothing runs any more: a job handed out by an answer this agent
+    // never got is freed now instead of at the lease timeout.
     let request = HeartbeatRequest {
         status: AgentStatus::Idle,
         draining: true,
+        running_jobs: Some(Vec::new()),
     };
     let beat = client.heartbeat(&identity.id, &request, Duration::ZERO);
     match tokio::time::timeout(GOODBYE_TIMEOUT, beat).await {

@@ -9,8 +9,9 @@
 //! registration commits.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deploybot_store::Beat;
 use deploybot_wire::{Agent, AgentStatus, Timestamp};
@@ -23,7 +24,16 @@ struct Seen {
     last_seen: Option<Timestamp>,
     /// Seen since the last save.
     dirty: bool,
+    /// When this instance last compared the jobs the agent says it runs
+    /// with the ones leased to it, and a hash of the list it compared.
+    held_checked: Option<(Instant, u64)>,
 }
+
+/// How often a heartbeat's list of running jobs is compared with the
+/// database, per agent and instance: a job whose hand-out answer was lost
+/// blocks its host at most this long, and an agent heartbeating without
+/// pause costs one read per interval.
+const HELD_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct Presence {
@@ -55,6 +65,7 @@ impl Presence {
                 status: agent.status,
                 last_seen: agent.last_heartbeat,
                 dirty: false,
+                held_checked: None,
             },
         );
     }
@@ -79,6 +90,28 @@ impl Presence {
         seen.last_seen = Some(now_ms());
         seen.dirty = true;
         Some(seen.hostname.clone())
+    }
+
+    /// Whether the jobs the agent says it runs are due a check against the
+    /// database; marks them checked. Due on the first heartbeat this
+    /// instance sees from the agent, when the list changes, and every
+    /// [`HELD_CHECK_EVERY`].
+    pub fn held_check_due(&self, agent_id: &str, running: &[String]) -> bool {
+        let mut hasher = std::hash::DefaultHasher::new();
+        running.hash(&mut hasher);
+        let listed = hasher.finish();
+        let mut agents = self.lock();
+        let Some(seen) = agents.get_mut(agent_id) else {
+            return false;
+        };
+        let now = Instant::now();
+        let due = seen.held_checked.is_none_or(|(at, before)| {
+            before != listed || now.duration_since(at) >= HELD_CHECK_EVERY
+        });
+        if due {
+            seen.held_checked = Some((now, listed));
+        }
+        due
     }
 
     /// The heartbeats not saved yet, marked saved.

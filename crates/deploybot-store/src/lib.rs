@@ -69,6 +69,8 @@ pub struct NewJob {
     pub attempt: u32,
     /// The job this one retries.
     pub retry_of: Option<String>,
+    /// W3C `traceparent` of the request that created the job, if traced.
+    pub traceparent: Option<String>,
 }
 
 /// The result of enqueueing: the new job, or the identical open one.
@@ -161,6 +163,20 @@ pub enum ReportOutcome {
     Updated(Box<Job>),
     /// The job already had this status (a repeated report).
     Unchanged(JobStatus),
+}
+
+/// An agent's word on which jobs it runs, to free the jobs it does not.
+#[derive(Debug, Clone)]
+pub struct HeldJobs {
+    pub agent_id: String,
+    pub host: String,
+    /// The jobs the agent says it runs.
+    pub running: Vec<String>,
+    /// Only jobs claimed before this instant are judged: the agent spoke
+    /// after their hand-out, so it would list them if it had them.
+    pub claimed_before: Timestamp,
+    /// The `error` of each job found missing.
+    pub reason: String,
 }
 
 /// What a heartbeat's claim found.
@@ -341,8 +357,20 @@ pub trait Store: Send + Sync + 'static {
     /// A finished job is a [`StoreError::Conflict`].
     async fn cancel_job(&self, job_id: String) -> Result<Job, StoreError>;
 
-    /// Queues attempt n+1 of a finished job as `new_id`.
-    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError>;
+    /// Queues attempt n+1 of a finished job as `new_id`, in the trace
+    /// `traceparent` (the retry request's) if given.
+    async fn retry_job(
+        &self,
+        job_id: String,
+        new_id: String,
+        traceparent: Option<String>,
+    ) -> Result<Enqueued, StoreError>;
+
+    /// The running job of `held.host`, if it is leased to `held.agent_id`
+    /// (claimed before `held.claimed_before`) and not in `held.running`,
+    /// becomes `lost` with `held.reason`; returns it. A heartbeat checks this
+    /// so a job whose hand-out answer was lost frees its host at once.
+    async fn lose_unheld_jobs(&self, held: HeldJobs) -> Result<Vec<Job>, StoreError>;
 
     /// Running jobs of agents not heard from since `silent_since` become
     /// `lost` with `reason`; returns them.

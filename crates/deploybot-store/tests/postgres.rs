@@ -54,6 +54,7 @@ fn job(id: &str, app: &str, host: &str) -> NewJob {
         },
         attempt: 1,
         retry_of: None,
+        traceparent: None,
     }
 }
 
@@ -196,6 +197,9 @@ async fn the_database_keeps_one_running_job_per_host_under_concurrent_claims() {
     db.drop_now().await;
 }
 
+/// The migration files the PostgreSQL backend ships.
+const SHIPPED_MIGRATIONS: usize = 2;
+
 #[tokio::test]
 async fn migrations_run_once_and_an_edited_migration_is_refused() {
     let Some(db) = database().await else { return };
@@ -208,7 +212,7 @@ async fn migrations_run_once_and_an_edited_migration_is_refused() {
         )
     };
     let first = applied().fetch_all(&mut sql).await.unwrap();
-    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first.len(), SHIPPED_MIGRATIONS, "{first:?}");
 
     // Opening again (a restart, or a second instance) changes nothing.
     drop(instance(&db).await);
@@ -260,7 +264,7 @@ async fn controllers_starting_together_migrate_once() {
         .fetch_one(&mut sql)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, SHIPPED_MIGRATIONS as i64);
     sql.close().await.unwrap();
     drop(stores);
     db.drop_now().await;

@@ -67,6 +67,7 @@ fn job(id: &str, app: &str, host: &str, sha: &str) -> NewJob {
         },
         attempt: 1,
         retry_of: None,
+        traceparent: None,
     }
 }
 
@@ -473,7 +474,7 @@ async fn cancel_and_retry_follow_the_state_machine(t: TestStore) {
     assert_eq!(t.store.cancel_requests("h1".into()).await.unwrap(), ["r"]);
     assert_eq!(t.store.hosts_with_cancel_requests().await.unwrap(), ["h1"]);
     assert!(matches!(
-        t.store.retry_job("r".into(), "r2".into()).await,
+        t.store.retry_job("r".into(), "r2".into(), None).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -488,13 +489,21 @@ async fn cancel_and_retry_follow_the_state_machine(t: TestStore) {
             .unwrap()
             .is_empty()
     );
-    let retry = t.store.retry_job("r".into(), "r2".into()).await.unwrap();
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let retry = t
+        .store
+        .retry_job("r".into(), "r2".into(), Some(trace.into()))
+        .await
+        .unwrap();
     assert!(retry.created);
+    assert_eq!(retry.job.traceparent.as_deref(), Some(trace));
+    let stored = t.store.job("r2".into()).await.unwrap().unwrap();
+    assert_eq!(stored.traceparent.as_deref(), Some(trace));
     assert_eq!(retry.job.attempt, 2);
     assert_eq!(retry.job.retry_of.as_deref(), Some("r"));
     assert_eq!(retry.job.source, JobSource::Retry);
     assert!(matches!(
-        t.store.retry_job("nope".into(), "x".into()).await,
+        t.store.retry_job("nope".into(), "x".into(), None).await,
         Err(StoreError::NotFound(_))
     ));
 }

@@ -82,6 +82,13 @@ pub struct HeartbeatRequest {
     /// A draining agent (shutting down) keeps its lease alive but gets no new job.
     #[serde(default)]
     pub draining: bool,
+    /// The ids of the jobs this agent is running now. When given, a job the
+    /// controller leased to this agent earlier that is not listed becomes
+    /// `lost` and its host is free again: the answer that handed it out
+    /// never arrived (a controller died or the connection broke), or the
+    /// agent restarted. Leave it out to skip the check (simple clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_jobs: Option<Vec<String>>,
 }
 
 /// Answer of a heartbeat: at most one job to run, and the running jobs to cancel.

@@ -192,6 +192,11 @@ pub struct Job {
     /// The job this one retries.
     #[serde(default)]
     pub retry_of: Option<String>,
+    /// W3C trace context (`traceparent`) of the request that created the
+    /// job, when the controller exports traces: the agent sends it with its
+    /// log uploads and reports, so one trace shows the whole deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Body of `POST /v1/jobs`.

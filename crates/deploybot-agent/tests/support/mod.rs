@@ -226,6 +226,7 @@ pub fn job(id: &str, command: Vec<String>) -> Job {
         lease: None,
         cancel_requested: false,
         retry_of: None,
+        traceparent: None,
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_store::{Claim, NewRegistration, StoreError};
+use deploybot_store::{Claim, HeldJobs, NewRegistration, StoreError};
 use deploybot_wire::{
     Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
     RegisteredAgent, names,
@@ -208,9 +208,15 @@ pub async fn heartbeat(
         )));
     }
     let wait = Duration::from_secs(wait).min(state.lease_timeout / 2);
+    let arrived = time::OffsetDateTime::now_utc();
     let host = state.presence.beat(&id, request.status).ok_or_else(|| {
         ApiError::not_found(format!("agent {id} is not registered; register again"))
     })?;
+    if let Some(running) = request.running_jobs
+        && state.presence.held_check_due(&id, &running)
+    {
+        free_unheld_jobs(&state, &id, &host, running, arrived).await?;
+    }
 
     let deadline = tokio::time::Instant::now() + wait;
     // Counted while this request is held (dropped when it answers).
@@ -254,6 +260,37 @@ pub async fn heartbeat(
             _ = stopping.changed() => {}
         }
     }
+}
+
+/// Frees the host's job leased to this agent if the agent does not list it
+/// as running: the answer that handed it out never reached the agent (its
+/// controller died, or the connection broke), or the agent restarted
+/// without registering again. Otherwise the job would stay `running`, its
+/// lease renewed by the agent's heartbeats, and block the host for good.
+async fn free_unheld_jobs(
+    state: &AppState,
+    agent: &str,
+    host: &str,
+    running: Vec<String>,
+    arrived: time::OffsetDateTime,
+) -> Result<(), ApiError> {
+    let lost = state
+        .store
+        .lose_unheld_jobs(HeldJobs {
+            agent_id: agent.to_owned(),
+            host: host.to_owned(),
+            running,
+            claimed_before: arrived,
+            reason: "agent lost: the agent is not running this job (the answer that handed it out never reached it, or it restarted)".to_owned(),
+        })
+        .await?;
+    for job in &lost {
+        tracing::warn!(job = %job.id, agent = %agent, "job lost: its agent does not have it");
+        state.metrics.job_finished(job);
+        state.live.job_changed(job);
+        state.dispatch.job_enqueued(&job.host);
+    }
+    Ok(())
 }
 
 /// Claims the host's next job, if the dispatch hint says there may be one.

@@ -106,6 +106,7 @@ pub async fn create(
             deploy: app.deploy.clone(),
             attempt: 1,
             retry_of: None,
+            traceparent: None,
         })
         .await?;
     if enqueued.created {
@@ -367,7 +368,7 @@ pub async fn retry(
     require_deploy_of_job(&state, &caller, &id).await?;
     let enqueued = state
         .store
-        .retry_job(id.clone(), uuid::Uuid::now_v7().to_string())
+        .retry_job(id.clone(), uuid::Uuid::now_v7().to_string(), None)
         .await?;
     if enqueued.created {
         let target = format!("job {id} → new attempt {}", enqueued.job.id);

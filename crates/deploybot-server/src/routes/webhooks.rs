@@ -258,6 +258,7 @@ fn plan_push(
                 deploy: app.deploy.clone(),
                 attempt: 1,
                 retry_of: None,
+                traceparent: None,
             });
         }
     }

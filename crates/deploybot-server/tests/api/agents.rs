@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use deploybot_wire::{Agent, HeartbeatResponse, JobStatus};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{ENROLLMENT_TOKEN, SHA_A, SHA_B, SHA_C, assert_error, ok_json, spawn_app};
 
@@ -138,6 +138,59 @@ async fn a_host_runs_one_job_at_a_time_and_gets_the_next_after_reporting() {
     let next = app.heartbeat_job(&agent.id).await.expect("the next job");
     assert_eq!(next.id, second.id);
     assert!(app.heartbeat_job(&agent.id).await.is_none());
+}
+
+/// A heartbeat whose answer handed out a job but never reached the agent:
+/// the agent's next heartbeat lists no job, so that one is lost and the
+/// host takes the next.
+#[tokio::test]
+async fn a_job_whose_hand_out_answer_was_lost_is_freed_by_the_next_heartbeat() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let first = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    // Another app's: the same app's newer job would supersede the first.
+    let second = app.create_job_ok("acme/api", "web-01", SHA_B).await;
+    // The answer is dropped, as if the controller died after its commit.
+    assert_eq!(
+        app.heartbeat_job(&agent.id).await.map(|j| j.id),
+        Some(first.id.clone())
+    );
+    let beat = |running: Value| {
+        let app = &app;
+        let agent = agent.id.clone();
+        async move {
+            let response = app
+                .client
+                .post(app.url(&format!("/v1/agents/{agent}/heartbeat")))
+                .bearer_auth(app.agent_token(&agent))
+                .json(&json!({"status": "idle", "running_jobs": running}))
+                .send()
+                .await
+                .unwrap();
+            ok_json::<HeartbeatResponse>(response).await.job
+        }
+    };
+
+    // Listing it keeps it running.
+    assert!(beat(json!([first.id])).await.is_none());
+    assert_eq!(app.get_job(&first.id).await.status, JobStatus::Running);
+
+    // Not listing it loses it, and the same answer hands out the next job.
+    let next = beat(json!([])).await.expect("the next job");
+    assert_eq!(next.id, second.id);
+    let lost = app.get_job(&first.id).await;
+    assert_eq!(lost.status, JobStatus::Lost);
+    assert!(
+        lost.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not running this job"),
+        "{:?}",
+        lost.error
+    );
+    // The job it does have is listed from now on, and kept.
+    assert!(beat(json!([second.id])).await.is_none());
+    assert_eq!(app.get_job(&second.id).await.status, JobStatus::Running);
 }
 
 #[tokio::test]

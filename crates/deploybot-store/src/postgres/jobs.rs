@@ -13,7 +13,7 @@ macro_rules! job_columns {
     () => {
         "id, app, repo, git_ref, sha, host, status, metadata, deploy, source, delivery_id, \
          attempt, created_at, started_at, completed_at, assigned_agent, exit_code, error, \
-         superseded_by, lease, cancel_requested, retry_of"
+         superseded_by, lease, cancel_requested, retry_of, traceparent"
     };
 }
 pub(super) use job_columns;
@@ -58,6 +58,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Job, StoreError> {
         lease: row.try_get(19)?,
         cancel_requested: row.try_get(20)?,
         retry_of: row.try_get(21)?,
+        traceparent: row.try_get(22)?,
         id,
     })
 }
@@ -194,8 +195,8 @@ pub(super) async fn enqueue_locked(
 
     sqlx::query(
         "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
-                           delivery_id, attempt, created_at, retry_of)
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13)",
+                           delivery_id, attempt, created_at, retry_of, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(text(&new.id))
     .bind(text(&new.app))
@@ -210,6 +211,7 @@ pub(super) async fn enqueue_locked(
     .bind(i64::from(new.attempt))
     .bind(now)
     .bind(opt_text(new.retry_of.as_deref()))
+    .bind(opt_text(new.traceparent.as_deref()))
     .execute(&mut *conn)
     .await?;
     let job = Job {
@@ -235,6 +237,7 @@ pub(super) async fn enqueue_locked(
         lease: None,
         cancel_requested: false,
         retry_of: new.retry_of.clone(),
+        traceparent: new.traceparent.clone(),
     };
     Ok(Enqueued {
         job,

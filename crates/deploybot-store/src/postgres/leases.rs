@@ -6,7 +6,7 @@ use sqlx::{PgConnection, Row};
 
 use super::jobs::{self, EncodedJob, from_row, from_rows, job_columns};
 use super::{now_ms, opt_text, text, unique_violation};
-use crate::{Claim, Enqueued, NewJob, ReportOutcome, StatusReport, StoreError};
+use crate::{Claim, Enqueued, HeldJobs, NewJob, ReportOutcome, StatusReport, StoreError};
 
 /// Hands out the oldest pending job of host `$3` in one statement, and says
 /// whether the host had pending jobs (to tell "busy" from "nothing to do").
@@ -230,6 +230,7 @@ pub(super) async fn retry(
     conn: &mut PgConnection,
     job_id: &str,
     new_id: &str,
+    traceparent: Option<String>,
 ) -> Result<Enqueued, StoreError> {
     // A finished job never changes again: no lock needed to read it.
     let old = jobs::by_id(conn, job_id)
@@ -254,6 +255,7 @@ pub(super) async fn retry(
         deploy: old.deploy,
         attempt: old.attempt + 1,
         retry_of: Some(old.id),
+        traceparent,
     })?;
     jobs::enqueue(conn, &new).await
 }
@@ -294,6 +296,36 @@ pub(super) async fn lose_jobs_of(
     .bind(text(agent_id))
     .bind(now_ms())
     .bind(text(reason))
+    .fetch_all(conn)
+    .await?;
+    from_rows(&rows)
+}
+
+/// The running job of `held.host` becomes `lost` if `held.agent_id` has it,
+/// claimed before `claimed_before_ms`, and does not list it.
+pub(super) async fn lose_unheld(
+    conn: &mut PgConnection,
+    held: &HeldJobs,
+    claimed_before_ms: i64,
+) -> Result<Vec<Job>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "UPDATE jobs SET status = 'lost', completed_at = $5, error = $6
+         WHERE host = $1 AND status = 'running' AND assigned_agent = $2
+           AND lease < $3 AND NOT (id = ANY($4))
+         RETURNING ",
+        job_columns!()
+    ))
+    .bind(text(&held.host))
+    .bind(text(&held.agent_id))
+    .bind(claimed_before_ms)
+    .bind(
+        held.running
+            .iter()
+            .map(|id| text(id).into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(now_ms())
+    .bind(text(&held.reason))
     .fetch_all(conn)
     .await?;
     from_rows(&rows)

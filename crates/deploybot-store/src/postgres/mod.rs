@@ -51,9 +51,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::{
-    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter,
-    LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered, ReportOutcome,
-    StatusReport, Store, StoreError, StoreEvent, redact_url,
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs, HostJobs,
+    JobFilter, LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered,
+    ReportOutcome, StatusReport, Store, StoreError, StoreEvent, redact_url,
 };
 
 /// Connections the pool opens at most. Writes are short transactions, so a
@@ -423,10 +423,26 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError> {
+    async fn retry_job(
+        &self,
+        job_id: String,
+        new_id: String,
+        traceparent: Option<String>,
+    ) -> Result<Enqueued, StoreError> {
         in_transaction!(self, |tx| {
-            match leases::retry(tx, &job_id, &new_id).await {
+            match leases::retry(tx, &job_id, &new_id, traceparent.clone()).await {
                 Ok(enqueued) => self.pending(tx, enqueued).await,
+                Err(err) => Err(err),
+            }
+        })
+    }
+
+    async fn lose_unheld_jobs(&self, held: HeldJobs) -> Result<Vec<Job>, StoreError> {
+        let before = to_ms(held.claimed_before);
+        // A transaction, so that the other instances hear of the freed host.
+        in_transaction!(self, |tx| {
+            match leases::lose_unheld(tx, &held, before).await {
+                Ok(lost) => self.events.jobs_ended(tx, &lost).await.map(|()| lost),
                 Err(err) => Err(err),
             }
         })

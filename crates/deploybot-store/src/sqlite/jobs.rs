@@ -12,7 +12,7 @@ use crate::{Enqueued, HostJobs, JobFilter, NewJob, StoreError};
 
 pub(super) const COLUMNS: &str = "id, app, repo, git_ref, sha, host, status, metadata, deploy, \
     source, delivery_id, attempt, created_at, started_at, completed_at, assigned_agent, exit_code, \
-    error, superseded_by, lease, cancel_requested, retry_of";
+    error, superseded_by, lease, cancel_requested, retry_of, traceparent";
 
 /// Turns a stored-value problem into a row error, so a damaged row surfaces
 /// as a database error instead of a panic.
@@ -51,6 +51,7 @@ pub(super) fn from_row(row: &Row) -> rusqlite::Result<Job> {
         lease: row.get(19)?,
         cancel_requested: row.get(20)?,
         retry_of: row.get(21)?,
+        traceparent: row.get(22)?,
     })
 }
 
@@ -142,8 +143,8 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
 
     conn.prepare_cached(
         "INSERT INTO jobs (id, app, repo, git_ref, sha, host, status, metadata, deploy, source,
-                           delivery_id, attempt, created_at, retry_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                           delivery_id, attempt, created_at, retry_of, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         new.id,
@@ -159,6 +160,7 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
         new.attempt,
         now,
         new.retry_of,
+        new.traceparent,
     ])?;
     let job = Job {
         id: new.id.clone(),
@@ -183,6 +185,7 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
         lease: None,
         cancel_requested: false,
         retry_of: new.retry_of.clone(),
+        traceparent: new.traceparent.clone(),
     };
     Ok(Enqueued {
         job,

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs::{self, COLUMNS, EncodedJob, from_row};
 use super::now_ms;
-use crate::{Claim, Enqueued, NewJob, ReportOutcome, StatusReport, StoreError};
+use crate::{Claim, Enqueued, HeldJobs, NewJob, ReportOutcome, StatusReport, StoreError};
 
 const PENDING_OF_HOST: &str = "SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
      WHERE host = ?1 AND status = 'pending'";
@@ -182,7 +182,12 @@ pub(super) fn cancel(conn: &Connection, job_id: &str) -> Result<Job, StoreError>
 }
 
 /// Queues a new attempt of a finished job, with the same deploy spec.
-pub(super) fn retry(conn: &Connection, job_id: &str, new_id: &str) -> Result<Enqueued, StoreError> {
+pub(super) fn retry(
+    conn: &Connection,
+    job_id: &str,
+    new_id: &str,
+    traceparent: Option<String>,
+) -> Result<Enqueued, StoreError> {
     let old =
         jobs::by_id(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
     if !old.status.is_final() {
@@ -204,6 +209,7 @@ pub(super) fn retry(conn: &Connection, job_id: &str, new_id: &str) -> Result<Enq
         deploy: old.deploy,
         attempt: old.attempt + 1,
         retry_of: Some(old.id),
+        traceparent,
     })?;
     jobs::enqueue(conn, &new)
 }
@@ -241,6 +247,53 @@ pub(super) fn lose_jobs_of(
              RETURNING {COLUMNS}"
         ))?
         .query_map(params![agent_id, now_ms(), reason], from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(lost)
+}
+
+/// The running job of `held.host` if `held.agent_id` has it, claimed
+/// before `claimed_before_ms`, and does not list it: its id and lease.
+/// A read, so that the check most heartbeats make never waits for the writer.
+pub(super) fn unheld(
+    conn: &Connection,
+    held: &HeldJobs,
+    claimed_before_ms: i64,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let running: Option<(String, Option<String>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT id, assigned_agent, lease FROM jobs INDEXED BY jobs_one_running_per_host
+             WHERE host = ?1 AND status = 'running'",
+        )?
+        .query_row([&held.host], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    Ok(match running {
+        Some((id, Some(agent), Some(lease)))
+            if agent == held.agent_id
+                && lease < claimed_before_ms
+                && !held.running.contains(&id) =>
+        {
+            Some((id, lease))
+        }
+        _ => None,
+    })
+}
+
+/// Job `job_id` becomes `lost`, if it still runs under `lease`.
+pub(super) fn lose_job(
+    conn: &Connection,
+    job_id: &str,
+    lease: i64,
+    reason: &str,
+) -> Result<Vec<Job>, StoreError> {
+    let lost = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'lost', completed_at = ?3, error = ?4
+             WHERE id = ?1 AND status = 'running' AND lease = ?2
+             RETURNING {COLUMNS}"
+        ))?
+        .query_map(params![job_id, lease, now_ms(), reason], from_row)?
         .collect::<Result<_, _>>()?;
     Ok(lost)
 }

@@ -26,9 +26,9 @@ use deploybot_wire::{Agent, AuditEntry, Delivery, Job, TokenInfo};
 use rusqlite::Connection;
 
 use crate::{
-    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HostJobs, JobFilter,
-    LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered, ReportOutcome,
-    StatusReport, Store, StoreError,
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs, HostJobs,
+    JobFilter, LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered,
+    ReportOutcome, StatusReport, Store, StoreError,
 };
 use deploybot_wire::{LogEntry, LogLine, Timestamp};
 
@@ -290,9 +290,30 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn retry_job(&self, job_id: String, new_id: String) -> Result<Enqueued, StoreError> {
+    async fn retry_job(
+        &self,
+        job_id: String,
+        new_id: String,
+        traceparent: Option<String>,
+    ) -> Result<Enqueued, StoreError> {
         self.writer
-            .write(move |conn| leases::retry(conn, &job_id, &new_id))
+            .write(move |conn| leases::retry(conn, &job_id, &new_id, traceparent.clone()))
+            .await
+    }
+
+    async fn lose_unheld_jobs(&self, held: HeldJobs) -> Result<Vec<Job>, StoreError> {
+        let before = to_ms(held.claimed_before);
+        let held = Arc::new(held);
+        let check = held.clone();
+        let Some((job_id, lease)) = self
+            .readers
+            .read(move |conn| leases::unheld(conn, &check, before))
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        self.writer
+            .write(move |conn| leases::lose_job(conn, &job_id, lease, &held.reason))
             .await
     }
 

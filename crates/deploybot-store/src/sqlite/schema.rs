@@ -9,6 +9,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "auth", include_str!("migrations/0002_auth.sql")),
+    (3, "trace", include_str!("migrations/0003_trace.sql")),
 ];
 
 fn checksum(sql: &str) -> String {
@@ -76,6 +77,10 @@ mod tests {
             (
                 2,
                 "2a0de6b73a04b8a7e568004c4882d60e5ae55ddd1b311bdce8da8397a1dcae7c",
+            ),
+            (
+                3,
+                "28cccda3ecec93e41fb186e4a91c79ab4143b632438a770c20c8be4a3ca219ce",
             ),
         ];
         // A new migration needs its checksum pinned here too.

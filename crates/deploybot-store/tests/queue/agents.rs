@@ -1,6 +1,6 @@
 //! Agents, tokens and the audit log.
 
-use deploybot_store::{NewAudit, NewToken, StoreError};
+use deploybot_store::{HeldJobs, NewAudit, NewToken, StoreError};
 use deploybot_wire::{JobStatus, TokenRole};
 
 use crate::support::TestStore;
@@ -236,7 +236,63 @@ async fn revoking_an_agent_loses_its_running_job(t: TestStore) {
     ));
 }
 
+fn held(agent: &str, running: &[&str], claimed_before: time::OffsetDateTime) -> HeldJobs {
+    HeldJobs {
+        agent_id: agent.into(),
+        host: "h1".into(),
+        running: running.iter().map(|id| (*id).to_owned()).collect(),
+        claimed_before,
+        reason: "not held".into(),
+    }
+}
+
+async fn a_running_job_its_agent_does_not_list_is_lost(t: TestStore) {
+    t.store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap();
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    let before_claim = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    claimed_id(claim(&*t.store, "a", "h1").await);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+
+    // Listed, claimed after the heartbeat, or another agent's: kept.
+    for keep in [
+        held("a", &["j"], later),
+        held("a", &[], before_claim),
+        held("b", &[], later),
+    ] {
+        assert!(t.store.lose_unheld_jobs(keep).await.unwrap().is_empty());
+    }
+    assert_eq!(
+        t.store.job("j".into()).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+
+    let lost = t
+        .store
+        .lose_unheld_jobs(held("a", &["other"], later))
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].id, "j");
+    assert_eq!(lost[0].status, JobStatus::Lost);
+    assert_eq!(lost[0].error.as_deref(), Some("not held"));
+    // Once lost, a second check finds nothing.
+    assert!(
+        t.store
+            .lose_unheld_jobs(held("a", &[], later))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 conformance!(
+    a_running_job_its_agent_does_not_list_is_lost,
     agents_keep_their_id_across_registrations,
     registering_again_loses_the_previous_sessions_running_job,
     tokens_are_found_by_hash_until_revoked_in_place,

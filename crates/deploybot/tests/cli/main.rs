@@ -13,6 +13,7 @@ mod client_follow;
 mod client_login;
 mod client_tables;
 mod cluster;
+mod cluster_proof;
 mod common;
 mod config_commands;
 mod durability;
