@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploybot_wire::{
-    AppendLogsRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, RegisterAgentRequest,
+    AppendLogsRequest, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
     RegisteredAgent, UpdateJobStatusRequest,
 };
+use reqwest::header::HeaderValue;
 use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -105,6 +106,39 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(***)")
     }
+}
+
+/// A job's W3C trace context (`traceparent`), sent with the job's log
+/// uploads and report, so that the controller's trace of what created the
+/// job goes on with them.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceParent(HeaderValue);
+
+impl TraceParent {
+    /// The job's, if it has one in the W3C form (`00-<32 hex>-<16 hex>-<2
+    /// hex>`, lowercase; later versions may append fields). Anything else is
+    /// dropped: a header reqwest cannot send would fail the call every time.
+    pub(crate) fn of(job: &Job) -> Option<Self> {
+        let text = job.traceparent.as_deref()?;
+        if !well_formed(text) {
+            tracing::debug!(job = %job.id, "ignoring the job's malformed traceparent");
+            return None;
+        }
+        HeaderValue::from_str(text).ok().map(TraceParent)
+    }
+}
+
+fn well_formed(traceparent: &str) -> bool {
+    let hex = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let mut parts = traceparent.split('-');
+    traceparent.len() <= 256
+        && [2, 32, 16, 2]
+            .iter()
+            .all(|&len| parts.next().is_some_and(|part| hex(part, len)))
+        // Version ff is invalid.
+        && !traceparent.starts_with("ff")
 }
 
 /// The agent token in use, shared by every clone of a [`Client`].
@@ -256,23 +290,23 @@ impl Client {
     pub(crate) async fn append_logs(
         &self,
         job_id: &str,
+        traceparent: Option<&TraceParent>,
         request: &AppendLogsRequest,
     ) -> Result<(), CallError> {
         let url = self.url(&["v1", "jobs", job_id, "logs"]);
-        self.send_as_agent(self.http.post(url).json(request))
-            .await
-            .map(drop)
+        let builder = with_traceparent(self.http.post(url), traceparent);
+        self.send_as_agent(builder.json(request)).await.map(drop)
     }
 
     pub(crate) async fn update_status(
         &self,
         job_id: &str,
+        traceparent: Option<&TraceParent>,
         request: &UpdateJobStatusRequest,
     ) -> Result<(), CallError> {
         let url = self.url(&["v1", "jobs", job_id, "status"]);
-        self.send_as_agent(self.http.put(url).json(request))
-            .await
-            .map(drop)
+        let builder = with_traceparent(self.http.put(url), traceparent);
+        self.send_as_agent(builder.json(request)).await.map(drop)
     }
 
     /// Sends with the agent token; a 401 marks that token refused.
@@ -309,6 +343,16 @@ fn with_token(builder: reqwest::RequestBuilder, token: Option<&Token>) -> reqwes
     match token {
         Some(token) if !token.is_empty() => builder.bearer_auth(token.expose()),
         _ => builder,
+    }
+}
+
+fn with_traceparent(
+    builder: reqwest::RequestBuilder,
+    traceparent: Option<&TraceParent>,
+) -> reqwest::RequestBuilder {
+    match traceparent {
+        Some(TraceParent(value)) => builder.header("traceparent", value.clone()),
+        None => builder,
     }
 }
 
@@ -396,6 +440,26 @@ mod tests {
             Client::new(&url, None),
             Err(AgentError::InvalidController { .. })
         ));
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_sent() {
+        fn of(traceparent: &str) -> Option<&str> {
+            well_formed(traceparent).then_some(traceparent)
+        }
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(of(good), Some(good));
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert_eq!(of(later), Some(later));
+        for bad in [
+            "",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\nX-Evil: 1",
+        ] {
+            assert_eq!(of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use deploybot_wire::{Job, JobStatus, LogStream, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::client::{Client, Token};
+use crate::client::{Client, Token, TraceParent};
 use crate::output::{self, RawLine};
 use crate::policy::Policy;
 use crate::redact::Redactor;
@@ -104,11 +104,13 @@ async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<S
         .chain(settings.enrollment_token.clone());
     let redactor =
         Redactor::from_env_and(env).with_secrets(own_tokens.map(|token| token.expose().to_owned()));
+    let traceparent = TraceParent::of(&job);
     let mut uploader = Uploader::start(
         settings.client.clone(),
         job.id.clone(),
         job.lease,
         settings.agent_id.clone(),
+        traceparent.clone(),
     );
     let started = match &launch {
         Ok(launch) => {
@@ -140,7 +142,7 @@ async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<S
     let delivery = uploader.finish().await;
     match outcome {
         Some(outcome) if delivery == Delivery::Complete => {
-            report(&settings, &job.id, job.lease, outcome).await;
+            report(&settings, &job.id, job.lease, traceparent.as_ref(), outcome).await;
         }
         _ => tracing::warn!("the controller took the job away; not reporting it"),
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use deploybot_wire::{Job, JobStatus, UpdateJobStatusRequest};
 
 use crate::backoff::Backoff;
+use crate::client::TraceParent;
 use crate::job::JobSettings;
 use crate::output::Tail;
 
@@ -81,6 +82,7 @@ pub(crate) async fn report(
     settings: &JobSettings,
     job_id: &str,
     lease: Option<i64>,
+    traceparent: Option<&TraceParent>,
     outcome: Outcome,
 ) {
     let request = UpdateJobStatusRequest {
@@ -92,7 +94,11 @@ pub(crate) async fn report(
     };
     let mut backoff = Backoff::default();
     loop {
-        match settings.client.update_status(job_id, &request).await {
+        match settings
+            .client
+            .update_status(job_id, traceparent, &request)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(status = %request.status, exit_code = ?request.exit_code, "deploy reported");
                 return;
@@ -117,7 +123,9 @@ pub(crate) async fn report(
 /// so it fails visibly now instead of waiting for its lease to expire.
 pub(crate) async fn refuse(settings: JobSettings, job: Job, reason: String) {
     tracing::warn!(job = %job.id, %reason, "turning down a job");
-    report(&settings, &job.id, job.lease, Outcome::failed(None, reason)).await;
+    let traceparent = TraceParent::of(&job);
+    let outcome = Outcome::failed(None, reason);
+    report(&settings, &job.id, job.lease, traceparent.as_ref(), outcome).await;
 }
 
 /// Answers the cancel of a job the controller thinks runs here but this agent
@@ -131,7 +139,7 @@ pub(crate) async fn disown(settings: JobSettings, job_id: String) {
         exit_code: None,
         error: Some("the agent was not running this job".to_owned()),
     };
-    report(&settings, &job_id, None, outcome).await;
+    report(&settings, &job_id, None, None, outcome).await;
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::buffer::{BATCH_LINES, Buffer};
-use crate::client::Client;
+use crate::client::{Client, TraceParent};
 use crate::output::RawLine;
 
 const BATCH_DELAY: Duration = Duration::from_millis(50);
@@ -80,6 +80,7 @@ impl Uploader {
         job_id: String,
         lease: Option<i64>,
         agent_id: String,
+        traceparent: Option<TraceParent>,
     ) -> Self {
         let shared = Arc::new(Shared {
             buffer: Mutex::new(Buffer::default()),
@@ -91,6 +92,7 @@ impl Uploader {
             job_id,
             lease,
             agent_id,
+            traceparent,
         };
         let task = tokio::spawn(upload(Arc::clone(&shared), target, lost_tx));
         Uploader { shared, task, lost }
@@ -127,6 +129,7 @@ struct Target {
     job_id: String,
     lease: Option<i64>,
     agent_id: String,
+    traceparent: Option<TraceParent>,
 }
 
 async fn upload(shared: Arc<Shared>, target: Target, lost: watch::Sender<bool>) -> Delivery {
@@ -138,7 +141,12 @@ async fn upload(shared: Arc<Shared>, target: Target, lost: watch::Sender<bool>) 
             lines,
         };
         loop {
-            match target.client.append_logs(&target.job_id, &request).await {
+            let traceparent = target.traceparent.as_ref();
+            match target
+                .client
+                .append_logs(&target.job_id, traceparent, &request)
+                .await
+            {
                 Ok(()) => {
                     backoff.reset();
                     break;

@@ -12,6 +12,8 @@
 //! - `live`: the broadcast behind the SSE log stream.
 //! - `maintenance`: saving heartbeats, expiring leases, pruning logs.
 //! - `error`: the one error type and the extractors that use it.
+//! - `request_id`, `trace`: every request's id and span; W3C trace context
+//!   in (`traceparent` headers) and out (jobs' `traceparent`).
 //!
 //! Architecture invariant: handlers reach the database only through
 //! [`deploybot_store::Store`]; in-memory structures are hints or caches
@@ -28,11 +30,13 @@ mod maintenance;
 mod metrics;
 mod openapi;
 mod presence;
+mod request_id;
 mod routes;
 mod serve;
 pub mod settings;
 mod state;
 mod tls;
+mod trace;
 mod webhook;
 
 use std::future::Future;

@@ -192,9 +192,12 @@ pub struct Job {
     /// The job this one retries.
     #[serde(default)]
     pub retry_of: Option<String>,
-    /// W3C trace context (`traceparent`) of the request that created the
-    /// job, when the controller exports traces: the agent sends it with its
-    /// log uploads and reports, so one trace shows the whole deploy.
+    /// W3C trace context (`traceparent`) of the job's creation (a span of
+    /// the webhook, `POST /v1/jobs` or retry request that created it), when
+    /// the controller is built with OpenTelemetry and exports traces: the
+    /// agent sends it as the `traceparent` header of the job's log uploads
+    /// and status reports, so one trace shows the whole deploy. Absent
+    /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }

@@ -9,6 +9,8 @@ mod dev;
 mod logging;
 mod server;
 mod signals;
+#[cfg(feature = "otel")]
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

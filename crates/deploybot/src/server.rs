@@ -101,7 +101,8 @@ impl ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    crate::logging::init();
+    // Dropped last, after the runtime: the spans of the very end are sent.
+    let _traces = crate::logging::init_with_traces();
     let settings = args.resolve()?;
     tracing::debug!(?settings, "settings");
     let runtime = tokio::runtime::Builder::new_multi_thread()

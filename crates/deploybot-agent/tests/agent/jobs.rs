@@ -3,6 +3,7 @@
 
 use deploybot_wire::JobStatus;
 
+use crate::support::fake::CallKind;
 use crate::support::{Fake, SHA, job, script, start_agent};
 
 #[tokio::test]
@@ -151,5 +152,60 @@ async fn a_job_handed_out_as_the_previous_one_ends_runs_instead_of_being_turned_
         assert_eq!(report.status, JobStatus::Success, "{id}: {report:?}");
         assert_eq!(record.texts(&id), [format!("quick {n}")]);
     }
+    agent.stop().await.unwrap();
+}
+
+/// A job that carries a trace context (the controller exports traces)
+/// hands it back: its log uploads and its report send it as `traceparent`,
+/// so that they join the trace of the request that created the job. A job
+/// without one sends none, and neither do heartbeats.
+#[tokio::test]
+async fn uploads_and_the_report_carry_the_jobs_traceparent() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let fake = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut traced = job("job-traced", script(dir.path(), "traced.sh", "echo one"));
+    traced.traceparent = Some(TRACEPARENT.into());
+    fake.push_job(traced);
+    let mut malformed = job("job-malformed", script(dir.path(), "bad.sh", "echo two"));
+    malformed.traceparent = Some("00-not-a-trace\r\nX-Injected: 1".into());
+    fake.push_job(malformed);
+    fake.push_job(job(
+        "job-plain",
+        script(dir.path(), "plain.sh", "echo three"),
+    ));
+    let agent = start_agent(&fake, |_| {});
+
+    for id in ["job-traced", "job-malformed", "job-plain"] {
+        let (report, _) = fake.report(id).await;
+        assert_eq!(report.status, JobStatus::Success, "{id}");
+    }
+    let record = fake.record();
+    let sent = |id: &str, kind: CallKind| -> Vec<Option<String>> {
+        record
+            .calls_of(kind)
+            .into_iter()
+            .filter(|call| call.job_id.as_deref() == Some(id))
+            .map(|call| call.traceparent.clone())
+            .collect()
+    };
+    for kind in [CallKind::Logs, CallKind::Status] {
+        let traced = sent("job-traced", kind);
+        assert!(!traced.is_empty(), "{kind:?}");
+        assert!(
+            traced.iter().all(|t| t.as_deref() == Some(TRACEPARENT)),
+            "{kind:?}: {traced:?}"
+        );
+        for id in ["job-malformed", "job-plain"] {
+            let untraced = sent(id, kind);
+            assert!(!untraced.is_empty(), "{id} {kind:?}");
+            assert!(
+                untraced.iter().all(Option::is_none),
+                "{id} {kind:?}: {untraced:?}"
+            );
+        }
+    }
+    let beats = record.calls_of(CallKind::Heartbeat);
+    assert!(beats.iter().all(|call| call.traceparent.is_none()));
     agent.stop().await.unwrap();
 }

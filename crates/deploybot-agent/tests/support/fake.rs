@@ -77,6 +77,10 @@ pub struct Call {
     pub kind: CallKind,
     /// The `Authorization` header as sent.
     pub authorization: Option<String>,
+    /// The `traceparent` header as sent.
+    pub traceparent: Option<String>,
+    /// The job of a log upload or status report.
+    pub job_id: Option<String>,
     pub status: u16,
 }
 
@@ -222,18 +226,24 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
+    text(headers, header::AUTHORIZATION.as_str())
+}
+
+fn text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
-        .get(header::AUTHORIZATION)
+        .get(name)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-/// Records the call; the 401 to answer when its token is not the current
-/// agent token.
+/// Records the call (about `job_id`, for uploads and reports); the 401 to
+/// answer when its token is not the current agent token.
 fn refuse_stale_token(
     tx: &Shared,
     kind: CallKind,
-    authorization: Option<String>,
+    headers: &HeaderMap,
+    job_id: Option<&str>,
 ) -> Option<Response> {
+    let authorization = bearer(headers);
     let mut ok = false;
     tx.send_modify(|r| {
         ok = r.agent_token.is_some()
@@ -245,6 +255,8 @@ fn refuse_stale_token(
         r.calls.push(Call {
             kind,
             authorization,
+            traceparent: text(headers, "traceparent"),
+            job_id: job_id.map(str::to_owned),
             status: if ok { 200 } else { 401 },
         });
     });
@@ -280,6 +292,8 @@ async fn register(
         r.calls.push(Call {
             kind: CallKind::Register,
             authorization: authorization.clone(),
+            traceparent: text(&headers, "traceparent"),
+            job_id: None,
             status: refusal.map_or(200, |s| s.as_u16()),
         });
     });
@@ -330,7 +344,7 @@ async fn heartbeat(
     headers: HeaderMap,
     Json(request): Json<HeartbeatRequest>,
 ) -> Response {
-    if let Some(refused) = refuse_stale_token(&tx, CallKind::Heartbeat, bearer(&headers)) {
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Heartbeat, &headers, None) {
         return refused;
     }
     let mut rx = tx.subscribe();
@@ -387,7 +401,7 @@ async fn logs(
     headers: HeaderMap,
     Json(request): Json<AppendLogsRequest>,
 ) -> Response {
-    if let Some(refused) = refuse_stale_token(&tx, CallKind::Logs, bearer(&headers)) {
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Logs, &headers, Some(&job_id)) {
         tx.send_modify(|r| {
             r.log_attempts.push(LogAttempt {
                 job_id: job_id.clone(),
@@ -458,7 +472,7 @@ async fn status(
         }
     });
     // A refused report is in `calls` only: `reports` are the ones that got in.
-    if let Some(refused) = refuse_stale_token(&tx, CallKind::Status, bearer(&headers)) {
+    if let Some(refused) = refuse_stale_token(&tx, CallKind::Status, &headers, Some(&job_id)) {
         return refused;
     }
     let status = request.status;

@@ -304,7 +304,12 @@ async fn claim_for(state: &AppState, agent: &str, host: &str) -> Result<Option<J
         .await?
     {
         Claim::Job(job) => {
-            tracing::info!(job = %job.id, agent = %agent, host = %host, "job handed out");
+            // Also a moment of the job's own trace (with OpenTelemetry):
+            // when, and to which agent, it went.
+            let span =
+                tracing::info_span!("hand_out_job", job = %job.id, agent = %agent, host = %host);
+            crate::trace::continue_trace(&span, job.traceparent.as_deref());
+            span.in_scope(|| tracing::info!("job handed out"));
             state.live.job_changed(&job);
             state.metrics.job_started(&job);
             Ok(Some(*job))

@@ -9,12 +9,14 @@ use deploybot_wire::{
     UpdateJobStatusResponse, names,
 };
 use serde::Deserialize;
+use tracing::{Instrument, Span};
 use utoipa::IntoParams;
 
 use crate::audit::audit;
 use crate::auth::{Address, Caller, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::trace;
 
 /// Largest `metadata` accepted, serialized.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -91,30 +93,49 @@ pub async fn create(
         .app_for(&request.repo, &request.host, request.app.as_deref())
         .map_err(|err| ApiError::invalid(err.to_string()))?;
     caller.require_deploy(&app.name)?;
-    let enqueued = state
-        .store
-        .enqueue(NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            app: app.name.clone(),
-            repo: app.repo.clone(),
-            git_ref: request.git_ref,
-            sha: request.sha.map(|s| s.to_ascii_lowercase()),
-            host: request.host,
-            metadata,
-            source: JobSource::Manual,
-            delivery_id: None,
-            deploy: app.deploy.clone(),
-            attempt: 1,
-            retry_of: None,
-            traceparent: None,
-        })
-        .await?;
-    if enqueued.created {
-        let job = &enqueued.job;
-        let target = format!("job {} ({} on {})", job.id, job.app, job.host);
-        audit(&state, &caller, "deploy", target, address).await;
+    let mut job = NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        app: app.name.clone(),
+        repo: app.repo.clone(),
+        git_ref: request.git_ref,
+        sha: request.sha.map(|s| s.to_ascii_lowercase()),
+        host: request.host,
+        metadata,
+        source: JobSource::Manual,
+        delivery_id: None,
+        deploy: app.deploy.clone(),
+        attempt: 1,
+        retry_of: None,
+        traceparent: None,
+    };
+    let span = creation_span(&mut job);
+    async move {
+        let enqueued = state.store.enqueue(job).await?;
+        if enqueued.created {
+            let job = &enqueued.job;
+            let target = format!("job {} ({} on {})", job.id, job.app, job.host);
+            audit(&state, &caller, "deploy", target, address).await;
+        }
+        Ok(answer_enqueued(&state, enqueued))
     }
-    Ok(answer_enqueued(&state, enqueued))
+    .instrument(span)
+    .await
+}
+
+/// The span of creating `job`, a child of the request's: its trace context
+/// becomes the job's `traceparent` (with OpenTelemetry), so that the
+/// agent's uploads and report join the trace of the request that made the
+/// job.
+pub(super) fn creation_span(job: &mut NewJob) -> Span {
+    let span = tracing::info_span!(
+        "create_job",
+        job = %job.id,
+        app = %job.app,
+        host = %job.host,
+        delivery = job.delivery_id.as_deref(),
+    );
+    job.traceparent = trace::traceparent(&span);
+    span
 }
 
 /// Checks that the caller may cancel or retry this job: app-limited deploy
@@ -137,20 +158,16 @@ async fn require_deploy_of_job(
 }
 
 /// 201 with a new job (whose host is marked and woken), or 200 with the
-/// identical open job that was returned instead.
+/// identical open job that was returned instead. Called in the job's
+/// creation span.
 fn answer_enqueued(state: &AppState, enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
     let status = if enqueued.created {
         state.dispatch.job_enqueued(&enqueued.job.host);
         state
             .metrics
             .job_created(&enqueued.job.app, enqueued.job.source.as_str());
-        tracing::info!(
-            job = %enqueued.job.id,
-            host = %enqueued.job.host,
-            app = %enqueued.job.app,
-            retry_of = ?enqueued.job.retry_of,
-            "job queued"
-        );
+        // The ids are the creation span's.
+        tracing::info!("job queued");
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -293,7 +310,7 @@ pub async fn report_status(
             if job.status.is_final() {
                 state.metrics.job_finished(&job);
             }
-            tracing::info!(job = %id, status = %job.status, "job finished");
+            tracing::info!(job = %id, agent = job.assigned_agent.as_deref(), status = %job.status, "job finished");
             state.live.job_changed(&job);
             // The host is free: a long-poll of its agent held meanwhile can
             // take the next pending job now instead of at the end of its wait.
@@ -366,13 +383,29 @@ pub async fn retry(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     require_deploy_of_job(&state, &caller, &id).await?;
-    let enqueued = state
-        .store
-        .retry_job(id.clone(), uuid::Uuid::now_v7().to_string(), None)
-        .await?;
-    if enqueued.created {
-        let target = format!("job {id} → new attempt {}", enqueued.job.id);
-        audit(&state, &caller, "retry", target, address).await;
+    let new_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!(
+        "create_job",
+        job = %new_id,
+        app = tracing::field::Empty,
+        host = tracing::field::Empty,
+        retry_of = %id,
+    );
+    let traceparent = trace::traceparent(&span);
+    async move {
+        let enqueued = state
+            .store
+            .retry_job(id.clone(), new_id, traceparent)
+            .await?;
+        let span = Span::current();
+        span.record("app", enqueued.job.app.as_str());
+        span.record("host", enqueued.job.host.as_str());
+        if enqueued.created {
+            let target = format!("job {id} → new attempt {}", enqueued.job.id);
+            audit(&state, &caller, "retry", target, address).await;
+        }
+        Ok(answer_enqueued(&state, enqueued))
     }
-    Ok(answer_enqueued(&state, enqueued))
+    .instrument(span)
+    .await
 }

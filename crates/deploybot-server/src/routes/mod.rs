@@ -19,12 +19,14 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
-use tower_http::trace::{Trace, TraceLayer};
+use tower_http::trace::{DefaultOnRequest, Trace, TraceLayer};
 
 use crate::error::{self, ApiError};
 use crate::http_metrics::{HttpMetrics, HttpMetricsLayer};
 use crate::openapi;
+use crate::request_id::{RequestId, RequestIdLayer};
 use crate::state::AppState;
+use crate::trace::{MakeRequestSpan, OnRequestDone};
 
 /// Body limit of the API.
 const API_BODY_LIMIT: usize = 1024 * 1024;
@@ -52,7 +54,14 @@ pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, A
 pub fn service(state: AppState) -> Service {
     ServiceBuilder::new()
         .layer(HttpMetricsLayer(state.metrics.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(RequestIdLayer)
+        // The one span of each request, which every log line written while
+        // handling it names (see `trace.rs`).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(MakeRequestSpan)
+                .on_response(OnRequestDone::default()),
+        )
         .layer(CatchPanicLayer::custom(PanicAnswer))
         // A client that stops sending its body mid-way is cut off, so it
         // cannot hold a connection and a handler forever.
@@ -82,9 +91,14 @@ impl ResponseForPanic for PanicAnswer {
 
 /// The type of [`service`].
 pub type Service = HttpMetrics<
-    Trace<
-        CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
-        SharedClassifier<ServerErrorsAsFailures>,
+    RequestId<
+        Trace<
+            CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
+            SharedClassifier<ServerErrorsAsFailures>,
+            MakeRequestSpan,
+            DefaultOnRequest,
+            OnRequestDone,
+        >,
     >,
 >;
 

@@ -7,6 +7,7 @@ use deploybot_apps::{App, AppSecret, AppsConfig, Skipped};
 use deploybot_store::{NewDelivery, NewJob};
 use deploybot_wire::signature::{self, SIGNATURE_HEADER, SignatureError};
 use deploybot_wire::{DeliveryVerdict, JobSource, WebhookResponse, names};
+use tracing::Span;
 
 use crate::auth::Address;
 use crate::error::{ApiBytes, ApiError};
@@ -65,7 +66,7 @@ pub async fn github(
         message: String::new(),
         address,
     };
-    let jobs = match event.as_str() {
+    let mut jobs = match event.as_str() {
         "ping" => {
             delivery.verdict = DeliveryVerdict::Ping;
             delivery.message = "pong: the webhook is set up".into();
@@ -79,9 +80,14 @@ pub async fn github(
         }
     };
 
-    let planned: Vec<(String, String)> = jobs
-        .iter()
-        .map(|job| (job.app.clone(), job.host.clone()))
+    // Each job's span lives until the jobs are committed: in a trace, the
+    // webhook's request has one child per job it created.
+    let planned: Vec<(String, String, String, Span)> = jobs
+        .iter_mut()
+        .map(|job| {
+            let span = super::jobs::creation_span(job);
+            (job.id.clone(), job.app.clone(), job.host.clone(), span)
+        })
         .collect();
     let outcome = state.store.ingest_delivery(delivery.clone(), jobs).await?;
     state
@@ -91,9 +97,12 @@ pub async fn github(
             verdict: outcome.verdict.as_str().to_owned(),
         })
         .inc();
-    for (app, host) in &planned {
+    for (id, app, host, span) in &planned {
         if outcome.hosts_with_new_jobs.contains(host) {
             state.metrics.job_created(app, "webhook");
+        }
+        if !outcome.duplicate && outcome.job_ids.contains(id) {
+            span.in_scope(|| tracing::info!("job queued"));
         }
     }
     for host in &outcome.hosts_with_new_jobs {
