@@ -2,7 +2,8 @@
 # DeployBot benchmarks (see BENCHMARKS.md). Usage:
 #   bench/run.sh [scenario...]     scenarios: ingest dispatch logs idle agent cluster
 #                                  (default: all but cluster, which needs PostgreSQL)
-# Env: RUNS (default 3), SECONDS_PER_RUN (default 10).
+# Env: RUNS (default 3), SECONDS_PER_RUN (default 10), CARGO_TARGET_DIR (honoured),
+#      BENCH_BIN (a directory holding deploybot and deploybot-loadgen: no build).
 # Release builds; one controller per scenario on a fresh SQLite file in a temp
 # dir; load from deploybot-loadgen over loopback; medians of RUNS runs, with
 # the disk's fsync latency printed next to each run.
@@ -14,8 +15,12 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(ingest dispatch logs idle agent)
 pg_url=${DEPLOYBOT_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
 
-cargo build --release --quiet -p deploybot -p deploybot-loadgen
-bin=$PWD/target/release
+if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN   # binaries built elsewhere (comparing two builds)
+else
+    cargo build --release --quiet -p deploybot -p deploybot-loadgen
+    bin=${CARGO_TARGET_DIR:-$PWD/target}/release
+fi
 ulimit -n "$(ulimit -Hn)"   # 10,000 long-polls need as many sockets
 addr=127.0.0.1:18088
 export DEPLOYBOT_WEBHOOK_SECRET=bench-secret
@@ -65,7 +70,9 @@ ingest() {
     sleep 1
     echo "idle RSS after start: $(rss "$server")"
     echo "== webhooks: unique signed pushes, 2 jobs each, 64 connections"
-    for _ in $(seq "$runs"); do load webhooks | tee -a "$work/webhooks"; done
+    # A prefix per run: every push is new (the same one each run would make
+    # later runs' pushes redeliveries, answered as duplicates).
+    for run in $(seq "$runs"); do load webhooks --prefix "run$run" | tee -a "$work/webhooks"; done
     summarize "$work/webhooks"
     echo "== heartbeats: 1000 registered agents, 64 connections"
     for _ in $(seq "$runs"); do load heartbeats --agents 1000 | tee -a "$work/heartbeats"; done
@@ -123,38 +130,102 @@ idle() {
     stop_server
 }
 
+# CPU ticks of every process, one "pid command ticks" line each.
+cpu_snapshot() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+        lp = index($0, "("); rp = index($0, ") ")
+        comm = substr($0, lp + 1, rp - lp - 1); gsub(/ /, "_", comm)
+        split(substr($0, rp + 2), f, " ")
+        print $1, comm, f[12] + f[13]
+    }'
+}
+# Starts sampling CPU use by command in the background, from 2 s into a
+# load of $seconds to 2 s before its end (the steady middle); prints where
+# the CPU went, in % of one core. Sets $sampler to wait for.
+cpu_split() {
+    (
+        sleep 2
+        cpu_snapshot > "$work/cpu.0"
+        sleep "$((seconds - 4))"
+        cpu_snapshot > "$work/cpu.1"
+        awk -v secs="$((seconds - 4))" -v hz="$(getconf CLK_TCK)" '
+            FNR == NR { before[$1] = $3; next }
+            $1 in before {
+                used = $3 - before[$1]
+                if ($2 == "postgres") kind = "postgres"
+                else if ($2 ~ /^deploybot-load/) kind = "loadgen"
+                else if ($2 == "deploybot") kind = "controllers"
+                else kind = "other"
+                cpu[kind] += used
+            }
+            END {
+                printf "  CPU (%% of one core, 2 cores = 200%%):"
+                split("postgres controllers loadgen other", kinds, " ")
+                for (i = 1; i <= 4; i++) printf " %s %.0f%%", kinds[i], 100 * cpu[kinds[i]] / hz / secs
+                printf "\n"
+            }' "$work/cpu.0" "$work/cpu.1"
+    ) &
+    sampler=$!
+}
+both() { # files: the sum of their rates
+    cat "$@" | grep -o '= [0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc
+}
+
 cluster() {
     echo "== two controllers on one PostgreSQL database (fresh), loads split between them"
+    echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     local db="deploybot_bench_$$"
     psql -X -q -d "$pg_url/postgres" -c "CREATE DATABASE $db"
     local a=127.0.0.1:18091 b=127.0.0.1:18092 pids=()
     for instance in $a $b; do
+        if curl -sf "http://$instance/health" >/dev/null; then
+            echo "something already answers on $instance" >&2
+            exit 1
+        fi
         local dir
         dir=$(mktemp -d -p "$work")
         RUST_LOG=warn "$bin/deploybot" server --listen "$instance" --data-dir "$dir" \
             --apps "$work/apps.yaml" --database-url "$pg_url/$db?sslmode=disable" 2>>"$dir/server.log" &
         pids+=($!)
-        until curl -sf "http://$instance/health" >/dev/null; do sleep 0.1; done
+        until curl -sf "http://$instance/health" >/dev/null; do
+            kill -0 "${pids[-1]}" || { cat "$dir/server.log"; exit 1; }
+            sleep 0.1
+        done
     done
-    for _ in $(seq "$runs"); do
-        "$bin/deploybot-loadgen" --addr "$a" --connections 32 --duration "${seconds}s" webhooks > "$work/wa" &
+    echo "== webhooks: unique signed pushes (2 jobs each), 32 connections to each instance"
+    for run in $(seq "$runs"); do
+        cpu_split
+        # Prefixes distinct per run and instance: every push is new.
+        "$bin/deploybot-loadgen" --addr "$a" --connections 32 --duration "${seconds}s" \
+            webhooks --prefix "run$run-a" > "$work/wa" &
         local other=$!
-        "$bin/deploybot-loadgen" --addr "$b" --connections 32 --duration "${seconds}s" webhooks > "$work/wb"
-        wait "$other" || true
+        "$bin/deploybot-loadgen" --addr "$b" --connections 32 --duration "${seconds}s" \
+            webhooks --prefix "run$run-b" > "$work/wb"
+        wait "$other" "$sampler" || true
         cat "$work/wa" "$work/wb"
-        echo "  both: $(cat "$work/wa" "$work/wb" | grep -o '= [0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)/s"
+        echo "  both: $(both "$work/wa" "$work/wb")/s (load average $(cut -d' ' -f1-3 /proc/loadavg))" \
+            | tee -a "$work/webhooks"
+        grep -o 'p99 [0-9.]*' "$work/wa" "$work/wb" | cut -d' ' -f2 | sort -n | tail -1 >> "$work/webhooks-p99"
     done
+    echo "  median of $runs: $(grep -o 'both: [0-9]*' "$work/webhooks" | tr -dc '0-9\n' | median)/s," \
+         "p99 (the worse instance) $(median < "$work/webhooks-p99") ms"
+    echo "== heartbeats: 500 agents on each instance, 32 connections to each"
     for _ in $(seq "$runs"); do
+        cpu_split
         "$bin/deploybot-loadgen" --addr "$a" --connections 32 --duration "${seconds}s" heartbeats --agents 500 --prefix bench-a > "$work/ha" &
         local other=$!
         "$bin/deploybot-loadgen" --addr "$b" --connections 32 --duration "${seconds}s" heartbeats --agents 500 --prefix bench-b > "$work/hb"
-        wait "$other" || true
+        wait "$other" "$sampler" || true
         cat "$work/ha" "$work/hb"
-        echo "  both: $(cat "$work/ha" "$work/hb" | grep -o '= [0-9]*' | tr -dc '0-9\n' | paste -sd+ | bc)/s"
+        echo "  both: $(both "$work/ha" "$work/hb")/s" | tee -a "$work/heartbeats"
     done
+    echo "  median of $runs: $(grep -o 'both: [0-9]*' "$work/heartbeats" | tr -dc '0-9\n' | median)/s"
+    echo "== dispatch across instances: 100 agents long-poll A, pushes go to B"
     for _ in $(seq "$runs"); do
-        "$bin/deploybot-loadgen" --addr "$a" dispatch --push-addr "$b"
+        "$bin/deploybot-loadgen" --addr "$a" dispatch --push-addr "$b" | tee -a "$work/cluster-dispatch"
     done
+    echo "  median of $runs: p50 $(results "$work/cluster-dispatch" | grep -o 'p50 [0-9.]*' | cut -d' ' -f2 | median) ms," \
+         "p99 $(results "$work/cluster-dispatch" | grep -o 'p99 [0-9.]*' | cut -d' ' -f2 | median) ms"
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
     psql -X -q -d "$pg_url/postgres" -c "DROP DATABASE $db WITH (FORCE)"

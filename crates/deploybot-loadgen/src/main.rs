@@ -51,6 +51,11 @@ enum Load {
         repo: String,
         #[arg(long, default_value = "refs/heads/main")]
         git_ref: String,
+        /// Delivery id prefix, also mixed into the commit shas: distinct per
+        /// run and per load generator, or pushes repeat earlier ones and are
+        /// answered as duplicates.
+        #[arg(long, default_value = "loadgen")]
+        prefix: String,
     },
     /// Heartbeats of many registered agents (no jobs pending).
     Heartbeats {
@@ -125,23 +130,26 @@ async fn main() -> anyhow::Result<()> {
             secret,
             repo,
             git_ref,
+            prefix,
         } => {
             let secret = Arc::new(secret);
+            let seed = prefix_seed(&prefix);
             let counter = Arc::new(AtomicU64::new(0));
             let make = move |_: usize| {
                 let secret = secret.clone();
                 let counter = counter.clone();
                 let repo = repo.clone();
                 let git_ref = git_ref.clone();
+                let prefix = prefix.clone();
                 move || {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let sha = format!("{:040x}", (u128::from(n) << 20) ^ 0x5eed);
+                    let sha = format!("{seed:08x}{:032x}", (u128::from(n) << 20) ^ 0x5eed);
                     signed_push(
                         &secret,
                         &repo,
                         &git_ref,
                         &sha,
-                        &format!("loadgen-{n}-{sha}"),
+                        &format!("{prefix}-{n}-{sha}"),
                     )
                 }
             };
@@ -259,6 +267,14 @@ pub async fn register_agents(
         }
     }
     Ok(agents)
+}
+
+/// The first 32 bits of a commit sha for pushes with this prefix (FNV-1a):
+/// stable, so a rerun with the same prefix repeats the same pushes.
+fn prefix_seed(prefix: &str) -> u32 {
+    prefix.bytes().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A signed push of `sha` to `repo`'s main branch.

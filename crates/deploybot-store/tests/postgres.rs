@@ -198,7 +198,7 @@ async fn the_database_keeps_one_running_job_per_host_under_concurrent_claims() {
 }
 
 /// The migration files the PostgreSQL backend ships.
-const SHIPPED_MIGRATIONS: usize = 2;
+const SHIPPED_MIGRATIONS: usize = 3;
 
 #[tokio::test]
 async fn migrations_run_once_and_an_edited_migration_is_refused() {
@@ -472,6 +472,109 @@ async fn webhook_dedup_holds_across_instances() {
     assert_eq!(jobs, 2);
     sql.close().await.unwrap();
     drop(stores);
+    db.drop_now().await;
+}
+
+/// Webhook jobs of commit `sha` on h1 and h2 (jobs `{delivery_id}-h1`, `-h2`).
+fn push_jobs(delivery_id: &str, sha: &str) -> Vec<NewJob> {
+    ["h1", "h2"]
+        .into_iter()
+        .map(|host| NewJob {
+            source: JobSource::Webhook,
+            delivery_id: Some(delivery_id.into()),
+            sha: Some(sha.into()),
+            ..job(&format!("{delivery_id}-{host}"), "web", host)
+        })
+        .collect()
+}
+
+/// Waits until a connection to the test database waits for a lock.
+async fn until_a_write_waits(sql: &mut PgConnection) {
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut *sql)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Deliveries that queue up behind a write are written together; one the
+/// database refuses fails alone, and the others are recorded all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delivery_fails_alone_in_its_batch() {
+    let Some(db) = database().await else { return };
+    let store = instance(&db).await;
+    // A job id the database has: a delivery reusing it is refused.
+    store.enqueue(job("taken", "api", "h9")).await.unwrap();
+
+    // Hold one delivery at its write, so the next ones queue up behind it
+    // and are written together.
+    let mut blocker = admin(&db).await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .ingest_delivery(delivery("g-0"), push_jobs("g-0", "sha-0"))
+                .await
+        })
+    };
+    let mut watcher = admin(&db).await;
+    until_a_write_waits(&mut watcher).await;
+    let racers: Vec<_> = (1..=8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("g-{i}");
+                let mut jobs = push_jobs(&id, &format!("sha-{i}"));
+                if i == 4 {
+                    jobs[1].id = "taken".into();
+                }
+                store.ingest_delivery(delivery(&id), jobs).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+    assert!(!first.await.unwrap().unwrap().duplicate);
+    for (i, racer) in (1..=8).zip(racers) {
+        match racer.await.unwrap() {
+            Err(StoreError::Database(_)) if i == 4 => {}
+            Ok(outcome) if i != 4 => {
+                assert!(!outcome.duplicate);
+                assert_eq!(outcome.job_ids, [format!("g-{i}-h1"), format!("g-{i}-h2")]);
+            }
+            other => panic!("g-{i}: {other:?}"),
+        }
+    }
+    // Nothing of the refused one; everything of the others, newest pending.
+    assert!(store.job("g-4-h1".into()).await.unwrap().is_none());
+    let deliveries = store.deliveries(100).await.unwrap();
+    assert_eq!(deliveries.len(), 8, "{deliveries:?}");
+    let pending = store
+        .jobs(deploybot_store::JobFilter {
+            status: Some(JobStatus::Pending),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    blocker.close().await.unwrap();
+    watcher.close().await.unwrap();
+    drop(store);
     db.drop_now().await;
 }
 

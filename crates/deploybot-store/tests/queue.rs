@@ -557,6 +557,112 @@ async fn a_replayed_commit_creates_no_webhook_job_whatever_its_delivery_id(t: Te
     );
 }
 
+/// A delivery of commit `sha` deploying app web on h1 and h2 (jobs
+/// `{jobs}-h1` and `{jobs}-h2`).
+async fn push(
+    store: &dyn Store,
+    delivery_id: &str,
+    sha: &str,
+    jobs: &str,
+) -> Result<deploybot_store::DeliveryOutcome, StoreError> {
+    let new_jobs = ["h1", "h2"]
+        .into_iter()
+        .map(|host| NewJob {
+            source: JobSource::Webhook,
+            delivery_id: Some(delivery_id.into()),
+            ..job(&format!("{jobs}-{host}"), "web", host, sha)
+        })
+        .collect();
+    let mut delivery = delivery(delivery_id);
+    delivery.sha = Some(sha.into());
+    store.ingest_delivery(delivery, new_jobs).await
+}
+
+/// Deliveries that arrive together share a write on both backends (group
+/// commit); each is still recorded as if it had come alone, one after the
+/// other: its own jobs, a redelivery or a replayed commit answered with the
+/// first one's, and each new job superseding the one before it.
+async fn deliveries_arriving_together_are_recorded_one_after_the_other(t: TestStore) {
+    push(&*t.store, "g-0", "sha-0", "w0").await.unwrap();
+    // g-3 comes twice (a redelivery); g-21 pushes g-5's commit again.
+    let mut pushes: Vec<(String, String, String)> = (1..=20)
+        .map(|n| (format!("g-{n}"), format!("sha-{n}"), format!("w{n}")))
+        .collect();
+    pushes.push(("g-3".into(), "sha-3b".into(), "w3b".into()));
+    pushes.push(("g-21".into(), "sha-5".into(), "w21".into()));
+    let racers: Vec<_> = pushes
+        .iter()
+        .cloned()
+        .map(|(id, sha, jobs)| {
+            let store = t.store.clone();
+            tokio::spawn(async move { push(&*store, &id, &sha, &jobs).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for racer in racers {
+        outcomes.push(racer.await.unwrap().unwrap());
+    }
+    let ids = |jobs: &str| vec![format!("{jobs}-h1"), format!("{jobs}-h2")];
+    let hosts = vec!["h1".to_owned(), "h2".to_owned()];
+    for ((id, _, jobs), outcome) in pushes.iter().zip(&outcomes).take(20) {
+        if id == "g-3" || id == "g-5" {
+            continue;
+        }
+        assert!(!outcome.duplicate, "{id}: {outcome:?}");
+        assert_eq!(outcome.job_ids, ids(jobs), "{id}");
+        assert_eq!(outcome.hosts_with_new_jobs, hosts, "{id}");
+    }
+    // The redelivery: one of the two is recorded, the other answers its jobs.
+    let (g3, again) = (&outcomes[2], &outcomes[20]);
+    assert_ne!(g3.duplicate, again.duplicate, "{g3:?} {again:?}");
+    assert_eq!(g3.job_ids, again.job_ids);
+    let (kept, dropped) = if g3.duplicate {
+        ("w3b", "w3")
+    } else {
+        ("w3", "w3b")
+    };
+    assert_eq!(g3.job_ids, ids(kept));
+    assert!(
+        t.store
+            .job(format!("{dropped}-h1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The replayed commit: both recorded, one set of jobs.
+    let (g5, replay) = (&outcomes[4], &outcomes[21]);
+    assert!(!g5.duplicate && !replay.duplicate);
+    assert_eq!(g5.job_ids, replay.job_ids);
+    assert_eq!(
+        g5.hosts_with_new_jobs.len() + replay.hosts_with_new_jobs.len(),
+        2,
+        "{g5:?} {replay:?}"
+    );
+
+    // Newest push wins, job after job: oldest first, each superseded by the next.
+    for host in ["h1", "h2"] {
+        let mut jobs = t
+            .store
+            .jobs(JobFilter {
+                host: Some(host.into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        jobs.reverse();
+        assert_eq!(jobs.len(), 21, "{host}: {jobs:?}");
+        for pair in jobs.windows(2) {
+            assert_eq!(pair[0].status, JobStatus::Superseded, "{pair:?}");
+            assert_eq!(pair[0].superseded_by.as_deref(), Some(pair[1].id.as_str()));
+        }
+        assert_eq!(jobs[20].status, JobStatus::Pending);
+    }
+    assert_eq!(t.store.deliveries(100).await.unwrap().len(), 22);
+    let audit = t.store.audit(100, None).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "deploy").count(), 22);
+}
+
 async fn host_summaries_show_the_running_last_and_pending_jobs(t: TestStore) {
     t.store
         .enqueue(job("a", "web", "h1", "aaaaaaa"))
@@ -608,4 +714,5 @@ conformance!(
     cancel_and_retry_follow_the_state_machine,
     a_replayed_commit_creates_no_webhook_job_whatever_its_delivery_id,
     host_summaries_show_the_running_last_and_pending_jobs,
+    deliveries_arriving_together_are_recorded_one_after_the_other,
 );

@@ -4,9 +4,9 @@ use deploybot_wire::{Delivery, DeliveryVerdict};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::jobs::{self, EncodedJob};
-use super::{LockSpace, from_ms, lock, lock_key, now_ms, opt_text, text};
-use crate::{DeliveryOutcome, NewAudit, NewDelivery, StoreError};
+use super::jobs::EncodedJob;
+use super::{LockSpace, from_ms, lock_key, now_ms, opt_text, text};
+use crate::{DeliveryOutcome, NewDelivery, StoreError};
 
 macro_rules! delivery_columns {
     () => {
@@ -30,101 +30,116 @@ fn from_row(row: &PgRow) -> Result<Delivery, StoreError> {
     })
 }
 
-/// Records a delivery and its jobs. Redeliveries of one id, and deliveries
-/// that enqueue for the same app and host, are decided one after the other
-/// across instances: the delivery's advisory lock, then each app-on-host lock
-/// in a fixed order (so two deliveries never wait for each other in a cycle).
+/// A delivery to record, encoded by its caller's task, so the writer spends
+/// its time on SQL only.
+pub(super) struct EncodedDelivery {
+    /// The delivery and its jobs, as `deploybot_ingest_v1` reads them.
+    json: String,
+    /// The advisory locks it needs (see [`ingest`]).
+    locks: Vec<(i32, i32)>,
+    verdict: DeliveryVerdict,
+    message: String,
+    /// How many locks and rows it costs, to bound a batch.
+    pub(super) size: usize,
+}
+
+impl EncodedDelivery {
+    pub(super) fn new(delivery: &NewDelivery, jobs: &[EncodedJob]) -> Result<Self, StoreError> {
+        let mut locks = vec![lock_key(LockSpace::Delivery, &[&delivery.delivery_id])];
+        locks.extend(jobs.iter().map(EncodedJob::lock_key));
+        let json = serde_json::json!({
+            "id": text(&delivery.delivery_id),
+            "event": text(&delivery.event),
+            "repo": opt_text(delivery.repo.as_deref()),
+            "git_ref": opt_text(delivery.git_ref.as_deref()),
+            "sha": opt_text(delivery.sha.as_deref()),
+            "verdict": delivery.verdict.as_str(),
+            "message": text(&delivery.message),
+            "address": opt_text(delivery.address.as_deref()),
+            "jobs": jobs.iter().map(EncodedJob::to_json).collect::<Vec<_>>(),
+        });
+        Ok(EncodedDelivery {
+            json: serde_json::to_string(&json)?,
+            size: locks.len(),
+            locks,
+            verdict: delivery.verdict,
+            message: delivery.message.clone(),
+        })
+    }
+}
+
+/// Records `batch` in the transaction `conn` is in, in order, each delivery
+/// exactly as if it came alone (see `migrations/0003_ingest.sql`), in one
+/// statement. The error is sqlx's, so that the caller can tell a refused
+/// statement from a lost connection.
+///
+/// Redeliveries of one id, and deliveries that enqueue for the same app and
+/// host, are decided one after the other across instances: the statement
+/// first takes the advisory locks of every delivery id and every app on a
+/// host in the batch, sorted (delivery ids first, as when they were taken
+/// one delivery at a time), so two writers never wait for each other in a
+/// cycle.
 pub(super) async fn ingest(
     conn: &mut PgConnection,
-    delivery: &NewDelivery,
-    new_jobs: &[EncodedJob],
-) -> Result<DeliveryOutcome, StoreError> {
-    lock(
-        conn,
-        &[lock_key(LockSpace::Delivery, &[&delivery.delivery_id])],
-    )
-    .await?;
-    let seen = sqlx::query(concat!(
-        "SELECT ",
-        delivery_columns!(),
-        " FROM deliveries WHERE delivery_id = $1"
-    ))
-    .bind(text(&delivery.delivery_id))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = seen {
-        let first = from_row(&row)?;
-        return Ok(DeliveryOutcome {
-            job_ids: first.job_ids,
-            verdict: first.verdict,
-            message: first.message,
-            duplicate: true,
-            hosts_with_new_jobs: Vec::new(),
-        });
-    }
-
-    let mut keys: Vec<(i32, i32)> = new_jobs.iter().map(EncodedJob::lock_key).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    lock(conn, &keys).await?;
-
-    let mut job_ids = Vec::with_capacity(new_jobs.len());
-    let mut hosts_with_new_jobs = Vec::new();
-    for job in new_jobs {
-        let new = &job.job;
-        if let Some(sha) = &new.sha
-            && let Some(done) = jobs::webhook_job_for(conn, &new.app, &new.host, sha).await?
-        {
-            job_ids.push(done.id);
-            continue;
+    batch: &[&EncodedDelivery],
+) -> Result<Vec<DeliveryOutcome>, sqlx::Error> {
+    let mut locks: Vec<(i32, i32)> = batch.iter().flat_map(|d| d.locks.iter().copied()).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    let (spaces, keys): (Vec<i32>, Vec<i32>) = locks.into_iter().unzip();
+    let mut json = String::with_capacity(batch.iter().map(|d| d.json.len() + 1).sum::<usize>() + 1);
+    json.push('[');
+    for (i, delivery) in batch.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
         }
-        let enqueued = jobs::enqueue_locked(conn, job).await?;
-        if enqueued.created {
-            hosts_with_new_jobs.push(enqueued.job.host.clone());
-        }
-        job_ids.push(enqueued.job.id);
+        json.push_str(&delivery.json);
     }
-    sqlx::query(
-        "INSERT INTO deliveries (delivery_id, event, repo, git_ref, sha, verdict, message, job_ids, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    json.push(']');
+    let rows = sqlx::query(
+        "SELECT duplicate, verdict, message, job_ids, new_hosts
+         FROM deploybot_ingest_v1($1, $2, $3::jsonb, $4) ORDER BY ordinal",
     )
-    .bind(text(&delivery.delivery_id))
-    .bind(text(&delivery.event))
-    .bind(opt_text(delivery.repo.as_deref()))
-    .bind(opt_text(delivery.git_ref.as_deref()))
-    .bind(opt_text(delivery.sha.as_deref()))
-    .bind(delivery.verdict.as_str())
-    .bind(text(&delivery.message))
-    .bind(text(&serde_json::to_string(&job_ids)?))
+    .bind(spaces)
+    .bind(keys)
+    .bind(json)
     .bind(now_ms())
-    .execute(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    if !job_ids.is_empty() {
-        // The audit trail of webhook deploys, in the same transaction.
-        super::audit::record(
-            conn,
-            &NewAudit {
-                actor: format!("webhook:{}", delivery.delivery_id),
-                action: "deploy".to_owned(),
-                target: format!(
-                    "{}@{}: {} job(s)",
-                    delivery.repo.as_deref().unwrap_or("?"),
-                    delivery.sha.as_deref().unwrap_or("?"),
-                    job_ids.len()
-                ),
-                address: delivery.address.clone(),
-                result: "ok".to_owned(),
-            },
-        )
-        .await?;
+    if rows.len() != batch.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "recording {} deliveries answered {} rows",
+            batch.len(),
+            rows.len()
+        )));
     }
-    Ok(DeliveryOutcome {
-        job_ids,
-        verdict: delivery.verdict,
-        message: delivery.message.clone(),
-        duplicate: false,
-        hosts_with_new_jobs,
-    })
+    rows.iter()
+        .zip(batch)
+        .map(|(row, delivery)| {
+            let duplicate: bool = row.try_get(0)?;
+            let job_ids: String = row.try_get(3)?;
+            let job_ids = serde_json::from_str(&job_ids).unwrap_or_default();
+            Ok(if duplicate {
+                // As the first reception recorded it.
+                let verdict: String = row.try_get(1)?;
+                DeliveryOutcome {
+                    job_ids,
+                    verdict: DeliveryVerdict::parse(&verdict).unwrap_or(DeliveryVerdict::NoMatch),
+                    message: row.try_get(2)?,
+                    duplicate: true,
+                    hosts_with_new_jobs: Vec::new(),
+                }
+            } else {
+                DeliveryOutcome {
+                    job_ids,
+                    verdict: delivery.verdict,
+                    message: delivery.message.clone(),
+                    duplicate: false,
+                    hosts_with_new_jobs: row.try_get(4)?,
+                }
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn recent(

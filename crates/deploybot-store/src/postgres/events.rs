@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::feed::Committed;
 use crate::{StoreError, StoreEvent};
@@ -31,6 +31,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Longest a job change waits for the log lines committed before it to be
 /// published (they normally are within a read).
 const ORDER_WAIT: Duration = Duration::from_secs(2);
+/// Claims waiting to be told to the other instances; beyond this they are
+/// not told (see [`Events::claimed`]).
+const CLAIMS_QUEUED: usize = 4096;
 
 /// The sending side of a store's events, and the listener task behind it.
 #[derive(Debug)]
@@ -39,6 +42,9 @@ pub(super) struct Events {
     /// own writes (the instance already acted on them).
     origin: String,
     sender: broadcast::Sender<StoreEvent>,
+    /// Payloads of claims, for the task that tells them (and ends when
+    /// this is dropped).
+    claims: mpsc::Sender<String>,
     /// Dropped with the store: the listener task then ends.
     _stop: oneshot::Sender<()>,
 }
@@ -48,9 +54,11 @@ impl Events {
     /// every change committed after this returns is heard.
     ///
     /// `logs_committed` gets the newest log line id other instances say
-    /// they committed, and a resync count (see [`super::feed`]).
+    /// they committed, and a resync count (see [`super::feed`]). Claims are
+    /// told through connections of `writers`.
     pub(super) async fn start(
         options: PgConnectOptions,
+        writers: PgPool,
         logs_committed: watch::Sender<Committed>,
         logs_published: watch::Receiver<i64>,
     ) -> Result<Events, StoreError> {
@@ -68,6 +76,8 @@ impl Events {
         let origin = uuid::Uuid::now_v7().simple().to_string();
         let sender = broadcast::channel(CAPACITY).0;
         let (stop, stopped) = oneshot::channel();
+        let (claims, claimed) = mpsc::channel(CLAIMS_QUEUED);
+        tokio::spawn(tell_claims(writers, claimed));
         tokio::spawn(run(
             listener,
             pool,
@@ -80,6 +90,7 @@ impl Events {
         Ok(Events {
             origin,
             sender,
+            claims,
             _stop: stop,
         })
     }
@@ -111,12 +122,18 @@ impl Events {
         if payloads.is_empty() {
             return Ok(());
         }
-        sqlx::query("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS n(p)")
-            .bind(CHANNEL)
-            .bind(payloads)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Ok(send(conn, &payloads).await?)
+    }
+
+    /// [`notify`](Self::notify) of `JobsPending` for `hosts`, in as many
+    /// notifications as their payload limit needs (a batch of deliveries
+    /// may name many hosts), in one statement.
+    pub(super) async fn jobs_pending(
+        &self,
+        conn: &mut PgConnection,
+        hosts: &[String],
+    ) -> Result<(), StoreError> {
+        self.send(conn, pending_payloads(&self.origin, hosts)).await
     }
 
     /// Tells the other instances that log lines up to `up_to` are
@@ -137,6 +154,25 @@ impl Events {
         jobs: &[deploybot_wire::Job],
     ) -> Result<(), StoreError> {
         self.send(conn, self.changed(jobs)).await
+    }
+
+    /// Tells the other instances, soon, that `job` was claimed: after the
+    /// claim's commit and off the claiming request's path, since waiting
+    /// for it (a round trip, and PostgreSQL's queue lock, which notifying
+    /// transactions hold through their commit) made agents wait for their
+    /// jobs about twice as long. Claims made meanwhile go in one statement.
+    ///
+    /// Best effort: the `running` event of other instances' SSE clients is
+    /// all that depends on it, and those clients tolerate a missed status
+    /// event; a later change of the job is told in its own transaction, and
+    /// a receiver reads the job's current state either way.
+    pub(super) fn claimed(&self, job: &deploybot_wire::Job) {
+        let payload = self.payload(&StoreEvent::JobChanged {
+            job_id: job.id.clone(),
+        });
+        if let Err(err) = self.claims.try_send(payload) {
+            tracing::warn!(error = %err, job = %job.id, "cannot tell other instances of a claim");
+        }
     }
 
     fn changed(&self, jobs: &[deploybot_wire::Job]) -> Vec<String> {
@@ -174,6 +210,58 @@ impl Events {
         payloads.extend(self.freed(jobs));
         self.send(conn, payloads).await
     }
+}
+
+/// Sends the payloads of claims as they come, together when several wait,
+/// until the store is dropped.
+async fn tell_claims(pool: PgPool, mut claimed: mpsc::Receiver<String>) {
+    let mut payloads = Vec::new();
+    while claimed.recv_many(&mut payloads, CLAIMS_QUEUED).await > 0 {
+        let sent = async { send(&mut *pool.acquire().await?, &payloads).await };
+        if let Err(err) = sent.await {
+            tracing::warn!(error = %err, claims = payloads.len(), "cannot tell other instances of claims");
+        }
+        payloads.clear();
+    }
+}
+
+/// Queues `payloads` on the channel, in order, in one statement.
+async fn send(conn: &mut PgConnection, payloads: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS n(p)")
+        .bind(CHANNEL)
+        .bind(payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `JobsPending` payloads for `hosts`, each within PostgreSQL's limit.
+fn pending_payloads(origin: &str, hosts: &[String]) -> Vec<String> {
+    let encoded = |hosts: Vec<String>| encode(origin, &StoreEvent::JobsPending { hosts });
+    let empty = encoded(Vec::new()).len();
+    let mut payloads = Vec::new();
+    let mut chunk: Vec<String> = Vec::new();
+    let mut size = empty;
+    for host in hosts {
+        // A host adds its JSON string and a comma; names need no escaping.
+        let more = host.len() + 3;
+        if !chunk.is_empty() && size + more > MAX_PAYLOAD {
+            payloads.push(encoded(std::mem::take(&mut chunk)));
+            size = empty;
+        }
+        chunk.push(host.clone());
+        size += more;
+    }
+    if !chunk.is_empty() {
+        payloads.push(encoded(chunk));
+    }
+    // Never too long, whatever the names: a Resync then says it all.
+    for payload in &mut payloads {
+        if payload.len() > MAX_PAYLOAD {
+            *payload = encode(origin, &StoreEvent::Resync);
+        }
+    }
+    payloads
 }
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
@@ -340,5 +428,22 @@ mod tests {
             decode(r#"{"o":"x","e":"logs","up_to":42}"#, "a"),
             Some(Heard::LogsCommitted(42))
         );
+    }
+
+    #[test]
+    fn many_pending_hosts_are_split_within_the_payload_limit() {
+        let hosts: Vec<String> = (0..2000).map(|i| format!("host-{i:05}")).collect();
+        let payloads = pending_payloads("a", &hosts);
+        assert!(payloads.len() > 1);
+        let mut heard = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() <= MAX_PAYLOAD, "{}", payload.len());
+            match decode(payload, "b") {
+                Some(Heard::Event(StoreEvent::JobsPending { hosts })) => heard.extend(hosts),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(heard, hosts);
+        assert!(pending_payloads("a", &[]).is_empty());
     }
 }

@@ -98,32 +98,30 @@ impl EncodedJob {
         })
     }
 
+    /// The job as `deploybot_ingest_v1` reads it (see `deliveries.rs`).
+    pub(super) fn to_json(&self) -> serde_json::Value {
+        let job = &self.job;
+        serde_json::json!({
+            "id": text(&job.id),
+            "app": text(&job.app),
+            "repo": text(&job.repo),
+            "git_ref": text(&job.git_ref),
+            "sha": opt_text(job.sha.as_deref()),
+            "host": text(&job.host),
+            "metadata": text(&self.metadata),
+            "deploy": text(&self.deploy),
+            "source": job.source.as_str(),
+            "delivery_id": opt_text(job.delivery_id.as_deref()),
+            "attempt": job.attempt,
+            "retry_of": opt_text(job.retry_of.as_deref()),
+            "traceparent": opt_text(job.traceparent.as_deref()),
+        })
+    }
+
     /// The advisory lock under which jobs of this app and host are enqueued.
     pub(super) fn lock_key(&self) -> (i32, i32) {
         lock_key(LockSpace::AppOnHost, &[&self.job.host, &self.job.app])
     }
-}
-
-/// A webhook job of this app on this host for this commit, in any status.
-pub(super) async fn webhook_job_for(
-    conn: &mut PgConnection,
-    app: &str,
-    host: &str,
-    sha: &str,
-) -> Result<Option<Job>, StoreError> {
-    sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE sha = $1 AND app = $2 AND host = $3 AND source = 'webhook' LIMIT 1"
-    ))
-    .bind(text(sha))
-    .bind(text(app))
-    .bind(text(host))
-    .fetch_optional(conn)
-    .await?
-    .as_ref()
-    .map(from_row)
-    .transpose()
 }
 
 /// Enqueues `new`, unless an open job with the same app, repo, ref, sha and
@@ -137,14 +135,6 @@ pub(super) async fn enqueue(
     encoded: &EncodedJob,
 ) -> Result<Enqueued, StoreError> {
     lock(conn, &[encoded.lock_key()]).await?;
-    enqueue_locked(conn, encoded).await
-}
-
-/// [`enqueue`], for a caller that already holds the app-on-host lock.
-pub(super) async fn enqueue_locked(
-    conn: &mut PgConnection,
-    encoded: &EncodedJob,
-) -> Result<Enqueued, StoreError> {
     let new = &encoded.job;
     // At most one pending and one running job can match; the pending one
     // wins, as in SQLite. Each half reads one partial index (the app's one

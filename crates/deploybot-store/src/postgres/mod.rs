@@ -1,4 +1,5 @@
-//! The PostgreSQL backend: a connection pool, one transaction per write.
+//! The PostgreSQL backend: a connection pool, one transaction per write
+//! (webhook deliveries: many per transaction, see `ingest.rs`).
 //!
 //! Several controller instances may share one database, so every rule that
 //! concerns more than one row is held by the database itself, not by this
@@ -32,6 +33,7 @@ mod credentials;
 mod deliveries;
 mod events;
 mod feed;
+mod ingest;
 mod jobs;
 mod leases;
 mod logs;
@@ -71,7 +73,9 @@ pub struct PostgresStore {
     /// Every instance's committed log lines, in id order.
     log_feed: feed::Feed,
     /// What other instances committed, and notifying them of our writes.
-    events: events::Events,
+    events: Arc<events::Events>,
+    /// Records webhook deliveries, many to a transaction (group commit).
+    ingester: ingest::Ingester,
     /// For a connection of its own that holds the leadership lock.
     options: PgConnectOptions,
     /// That connection, once made, and whether it holds the lock.
@@ -138,9 +142,13 @@ impl PostgresStore {
         // committed in between is in the read or heard of.
         let committed = tokio::sync::watch::channel(feed::Committed::default()).0;
         let (progress, published) = tokio::sync::watch::channel(0);
-        let events = events::Events::start(options.clone(), committed.clone(), published).await?;
+        let events = Arc::new(
+            events::Events::start(options.clone(), pool.clone(), committed.clone(), published)
+                .await?,
+        );
         let log_feed = feed::Feed::start(pool.clone(), committed, progress).await?;
         Ok(PostgresStore {
+            ingester: ingest::Ingester::start(pool.clone(), events.clone()),
             events,
             options,
             leadership: tokio::sync::Mutex::new(None),
@@ -319,15 +327,8 @@ impl Store for PostgresStore {
         let claim = leases::claim(&mut conn, &agent_id, &host).await?;
         if let Claim::Job(job) = &claim {
             // After the claim's own commit, to keep the hot path one
-            // statement: losing this only costs other instances' SSE
-            // clients the `running` event, which nothing depends on.
-            let told = self
-                .events
-                .jobs_changed(&mut conn, std::slice::from_ref(job.as_ref()))
-                .await;
-            if let Err(err) = told {
-                tracing::warn!(error = %err, job = %job.id, "cannot tell other instances of a claim");
-            }
+            // statement (see `Events::claimed`).
+            self.events.claimed(job);
         }
         Ok(claim)
     }
@@ -351,17 +352,8 @@ impl Store for PostgresStore {
             .into_iter()
             .map(jobs::EncodedJob::new)
             .collect::<Result<Vec<_>, _>>()?;
-        in_transaction!(self, |tx| {
-            match deliveries::ingest(tx, &delivery, &jobs).await {
-                Ok(outcome) if !outcome.hosts_with_new_jobs.is_empty() => {
-                    let event = StoreEvent::JobsPending {
-                        hosts: outcome.hosts_with_new_jobs.clone(),
-                    };
-                    self.events.notify(tx, &event).await.map(|()| outcome)
-                }
-                other => other,
-            }
-        })
+        let delivery = deliveries::EncodedDelivery::new(&delivery, &jobs)?;
+        self.ingester.ingest(delivery).await
     }
 
     async fn job(&self, id: String) -> Result<Option<Job>, StoreError> {

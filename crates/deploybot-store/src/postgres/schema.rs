@@ -10,6 +10,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "trace", include_str!("migrations/0002_trace.sql")),
+    (3, "ingest", include_str!("migrations/0003_ingest.sql")),
 ];
 
 /// Serializes migrations of controllers starting at once against one database.
@@ -125,6 +126,10 @@ mod tests {
             (
                 2,
                 "3ec16a482731fa241e3d7faf1b371ed1af70a7dc89040f7b28e63c7195867887",
+            ),
+            (
+                3,
+                "d2d4d11747cbdc684443bf2b808712442f96fc58b647649c8ac8fdffe5129018",
             ),
         ];
         // A new migration needs its checksum pinned here too.
