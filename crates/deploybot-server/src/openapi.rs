@@ -15,9 +15,9 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "DeployBot",
-        description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`. Every endpoint but the webhook (signed), /health and the docs needs `Authorization: Bearer <token>`: 401 without a valid one, 403 when its role does not allow the call."
+        description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`. Every endpoint but the webhook (signed), /health and the docs needs `Authorization: Bearer <token>`: 401 without a valid one, 403 when its role does not allow the call. Every answer carries `X-Request-Id` (the request's own when it sent a printable one of at most 128 characters), also found in the controller's log lines. A W3C `traceparent` header joins the request to the caller's trace when the controller exports traces."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RequestIdHeader),
     security(("bearer" = [])),
     paths(
         webhooks::github,
@@ -76,6 +76,37 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Declares the `X-Request-Id` header on every answer.
+struct RequestIdHeader;
+
+impl Modify for RequestIdHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ObjectBuilder, RefOr, Type, header::HeaderBuilder};
+        let header = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("The request's id, as in the controller's log lines"))
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .insert("X-Request-Id".to_owned(), header.clone());
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -37,6 +37,17 @@ async fn the_openapi_document_describes_the_jobs_api() {
     }
     assert!(paths["/v1/jobs"]["post"].is_object());
     assert!(paths["/v1/jobs"]["get"].is_object());
+    // Every answer of every operation declares the request id it carries.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                assert!(
+                    response["headers"]["X-Request-Id"].is_object(),
+                    "{method} {path} {status} declares no X-Request-Id"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
