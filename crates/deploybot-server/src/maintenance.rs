@@ -115,10 +115,7 @@ async fn expire_leases(state: &AppState) {
             for job in lost {
                 tracing::warn!(job = %job.id, host = %job.host, agent = ?job.assigned_agent, "job lost: its agent went silent");
                 state.metrics.lease_expiries.inc();
-                state.metrics.job_finished(&job);
-                state.live.job_changed(&job);
-                // The host is free: its next pending job can go out.
-                state.dispatch.job_enqueued(&job.host);
+                state.job_lost(&job);
             }
         }
         Err(err) => tracing::warn!(error = %err, "could not expire leases; will retry"),

@@ -53,6 +53,17 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
+impl Shared {
+    /// A running job became `lost` without its agent's report (the agent
+    /// restarted, was revoked, went silent, or never got the job): count it,
+    /// show it on the live streams, and free its host for the next job.
+    pub fn job_lost(&self, job: &deploybot_wire::Job) {
+        self.metrics.job_finished(job);
+        self.live.job_changed(job);
+        self.dispatch.job_enqueued(&job.host);
+    }
+}
+
 /// The current apps.yaml, swapped whole on reload.
 pub struct AppsHandle {
     current: RwLock<Arc<AppsConfig>>,

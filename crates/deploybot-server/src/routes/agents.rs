@@ -91,9 +91,7 @@ pub async fn register(
     .await;
     for job in &registered.lost {
         tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");
-        state.metrics.job_finished(job);
-        state.live.job_changed(job);
-        state.dispatch.job_enqueued(&job.host);
+        state.job_lost(job);
     }
     tracing::info!(agent = %agent.id, host = %agent.hostname, by = %caller.actor(), "agent registered");
     Ok(Json(RegisteredAgent { agent, token }))
@@ -131,9 +129,7 @@ pub async fn revoke(
         state.dispatch.job_enqueued(&host);
     }
     for job in &lost {
-        state.metrics.job_finished(job);
-        state.live.job_changed(job);
-        state.dispatch.job_enqueued(&job.host);
+        state.job_lost(job);
     }
     audit(
         &state,
@@ -286,9 +282,7 @@ async fn free_unheld_jobs(
         .await?;
     for job in &lost {
         tracing::warn!(job = %job.id, agent = %agent, "job lost: its agent does not have it");
-        state.metrics.job_finished(job);
-        state.live.job_changed(job);
-        state.dispatch.job_enqueued(&job.host);
+        state.job_lost(job);
     }
     Ok(())
 }
