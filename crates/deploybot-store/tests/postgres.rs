@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploybot_store::{
-    Claim, NewDelivery, NewJob, NewRegistration, NewToken, PostgresStore, StatusReport, Store,
-    StoreError,
+    Claim, NewDelivery, NewJob, NewRegistration, PostgresStore, StatusReport, Store, StoreError,
 };
 use deploybot_wire::{DeliveryVerdict, DeploySpec, JobSource, JobStatus, LogLine, TokenRole};
 use sqlx::{Connection, PgConnection};
@@ -324,15 +323,7 @@ async fn a_write_cut_off_by_a_lost_connection_leaves_nothing_behind() {
     let Some(db) = database().await else { return };
     let store = instance(&db).await;
     store
-        .create_token(NewToken {
-            id: "tok_e".into(),
-            hash: "hash-of-tok_e".into(),
-            name: "enroll once".into(),
-            role: TokenRole::Enroll,
-            apps: None,
-            single_use: true,
-            expires_at: None,
-        })
+        .create_token(support::token("tok_e", TokenRole::Enroll, true))
         .await
         .unwrap();
     let registration = NewRegistration {
@@ -631,15 +622,7 @@ async fn a_single_use_enrollment_token_registers_once_across_instances() {
     let Some(db) = database().await else { return };
     let stores = [instance(&db).await, instance(&db).await];
     stores[0]
-        .create_token(NewToken {
-            id: "tok_e".into(),
-            hash: "hash-of-tok_e".into(),
-            name: "enroll once".into(),
-            role: TokenRole::Enroll,
-            apps: None,
-            single_use: true,
-            expires_at: None,
-        })
+        .create_token(support::token("tok_e", TokenRole::Enroll, true))
         .await
         .unwrap();
     let racers: Vec<_> = (0..8)

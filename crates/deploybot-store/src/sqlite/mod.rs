@@ -303,17 +303,16 @@ impl Store for SqliteStore {
 
     async fn lose_unheld_jobs(&self, held: HeldJobs) -> Result<Vec<Job>, StoreError> {
         let before = to_ms(held.claimed_before);
-        let held = Arc::new(held);
-        let check = held.clone();
+        let reason = held.reason.clone();
         let Some((job_id, lease)) = self
             .readers
-            .read(move |conn| leases::unheld(conn, &check, before))
+            .read(move |conn| leases::unheld(conn, &held, before))
             .await?
         else {
             return Ok(Vec::new());
         };
         self.writer
-            .write(move |conn| leases::lose_job(conn, &job_id, lease, &held.reason))
+            .write(move |conn| leases::lose_job(conn, &job_id, lease, &reason))
             .await
     }
 

@@ -1,9 +1,9 @@
 //! Agents, tokens and the audit log.
 
-use deploybot_store::{HeldJobs, NewAudit, NewToken, StoreError};
+use deploybot_store::{HeldJobs, NewAudit, StoreError};
 use deploybot_wire::{JobStatus, TokenRole};
 
-use crate::support::TestStore;
+use crate::support::{TestStore, token};
 use crate::{claim, claimed_id, job, registration};
 
 async fn agents_keep_their_id_across_registrations(t: TestStore) {
@@ -42,18 +42,6 @@ async fn registering_again_loses_the_previous_sessions_running_job(t: TestStore)
         .unwrap();
     assert_eq!(again.lost.len(), 1);
     assert_eq!(again.lost[0].status, JobStatus::Lost);
-}
-
-fn token(id: &str, role: TokenRole, single_use: bool) -> NewToken {
-    NewToken {
-        id: id.into(),
-        hash: format!("hash-of-{id}"),
-        name: format!("token {id}"),
-        role,
-        apps: None,
-        single_use,
-        expires_at: None,
-    }
 }
 
 async fn tokens_are_found_by_hash_until_revoked_in_place(t: TestStore) {

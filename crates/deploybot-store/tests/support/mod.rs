@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use deploybot_store::Store;
+use deploybot_store::{NewToken, Store};
 use sqlx::Connection;
 
 /// Where the PostgreSQL tests create their databases when the environment
@@ -163,4 +163,17 @@ pub fn with_database(url: &str, database: &str) -> String {
         .find('/')
         .map_or(base.len(), |i| authority_start + i);
     format!("{}/{database}{query}", &base[..authority_end])
+}
+
+/// A token whose hash is `hash-of-{id}`.
+pub fn token(id: &str, role: deploybot_wire::TokenRole, single_use: bool) -> NewToken {
+    NewToken {
+        id: id.into(),
+        hash: format!("hash-of-{id}"),
+        name: format!("token {id}"),
+        role,
+        apps: None,
+        single_use,
+        expires_at: None,
+    }
 }
