@@ -122,10 +122,15 @@ idle() {
     local idler=$!
     until grep -q "connected" "$work/idle" 2>/dev/null; do sleep 0.5; done
     cat "$work/idle"
+    local connected=$SECONDS
     echo "  RSS holding them: $(rss "$server")"
     load webhooks
     load heartbeats --agents 1000
     echo "  RSS after the load: $(rss "$server")"
+    # Long-polls are answered after 30 s (half the lease timeout) and sent
+    # again: the steady state, with every connection's buffers used once.
+    sleep $((connected + 35 - SECONDS > 0 ? connected + 35 - SECONDS : 0))
+    echo "  RSS once each long-poll was answered and sent again: $(rss "$server")"
     kill "$idler" 2>/dev/null || true
     stop_server
 }

@@ -1120,10 +1120,12 @@ impl Following {
         }
     }
 
-    /// Waits (at most [`DEADLINE`]) for the process to exit.
+    /// Waits (at most [`DEADLINE`]) for the process to exit and for both of
+    /// its outputs to be read to the end (each is read by its own thread,
+    /// which may lag behind the exit).
     pub fn wait(&mut self) -> ExitStatus {
         assert!(
-            self.stdout.wait_closed(DEADLINE),
+            self.stdout.wait_closed(DEADLINE) && self.stderr.wait_closed(DEADLINE),
             "still running after {DEADLINE:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.stdout.text(),
             self.stderr.text()
