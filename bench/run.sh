@@ -117,7 +117,7 @@ logs() {
 idle() {
     echo "== 10,000 idle long-polling agents, then webhook and heartbeat load beside them"
     start_server
-    "$bin/deploybot-loadgen" --addr "$addr" --duration "$((seconds * 2 + 40))s" idle --agents 10000 \
+    "$bin/deploybot-loadgen" --addr "$addr" --duration "$((seconds * 2 + 75))s" idle --agents 10000 \
         > "$work/idle" &
     local idler=$!
     until grep -q "connected" "$work/idle" 2>/dev/null; do sleep 0.5; done
@@ -131,6 +131,8 @@ idle() {
     # again: the steady state, with every connection's buffers used once.
     sleep $((connected + 35 - SECONDS > 0 ? connected + 35 - SECONDS : 0))
     echo "  RSS once each long-poll was answered and sent again: $(rss "$server")"
+    sleep $((connected + 70 - SECONDS > 0 ? connected + 70 - SECONDS : 0))
+    echo "  RSS after a second round: $(rss "$server")"
     kill "$idler" 2>/dev/null || true
     stop_server
 }

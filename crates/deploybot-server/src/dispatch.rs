@@ -12,6 +12,7 @@
 //! claim that found nothing was running.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -23,6 +24,8 @@ pub struct Dispatch {
     cancels: Mutex<HashSet<String>>,
     /// One wake-up per host, created when a long-poll first waits on it.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The controller is shutting down: long-polls answer now.
+    stopping: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +53,7 @@ impl Dispatch {
             }),
             cancels: Mutex::new(hosts_with_cancels.into_iter().collect()),
             waiters: Mutex::default(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +96,22 @@ impl Dispatch {
             .entry(host.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// The controller is shutting down: every long-poll, held or still to
+    /// come, answers at once.
+    pub fn stop(&self) {
+        // Set before waking, and a waiter checks it after registering: no
+        // long-poll can miss both.
+        self.stopping.store(true, Ordering::SeqCst);
+        for notify in lock(&self.waiters).values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`Dispatch::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn wake(&self, host: &str) {
@@ -151,5 +171,24 @@ mod tests {
         dispatch.job_enqueued("h1");
         dispatch.found_nothing("h1", stale);
         assert!(dispatch.check("h1").is_some());
+    }
+
+    #[test]
+    fn stopping_wakes_every_registered_long_poll_and_stays_set() {
+        let dispatch = Dispatch::default();
+        let (a, b) = (dispatch.waiter("h1"), dispatch.waiter("h2"));
+        let (woken_a, woken_b) = (a.notified(), b.notified());
+        let (mut woken_a, mut woken_b) = (std::pin::pin!(woken_a), std::pin::pin!(woken_b));
+        woken_a.as_mut().enable();
+        woken_b.as_mut().enable();
+        assert!(!dispatch.is_stopping());
+
+        dispatch.stop();
+
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(woken_a.as_mut().poll(&mut cx).is_ready());
+        assert!(woken_b.as_mut().poll(&mut cx).is_ready());
+        assert!(dispatch.is_stopping());
     }
 }

@@ -147,7 +147,10 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(request, state)
+        // Boxed: reading a body takes a 650-byte future, and a handler's
+        // future is as large as its largest extractor's, for as long as
+        // the handler runs (a held long-poll: for its whole wait).
+        Box::pin(axum::body::Bytes::from_request(request, state))
             .await
             .map(ApiBytes)
             .map_err(ApiError::from)

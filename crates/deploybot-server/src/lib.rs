@@ -312,9 +312,11 @@ impl Controller {
         }
         let app = routes::service(self.state.clone());
         let stop = self.stop;
+        let state = self.state.clone();
         let served = serve::serve(self.listener, self.tls, app, async move {
             shutdown.await;
             let _ = stop.send(true);
+            state.dispatch.stop();
         })
         .await;
         let _ = maintenance.await;

@@ -4,6 +4,7 @@
 //! crates.
 
 mod agent;
+mod allocator;
 mod cli;
 mod dev;
 mod logging;
@@ -16,6 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: allocator::ConnectionBuffers = allocator::ConnectionBuffers::new();
 
 #[derive(Parser)]
 #[command(

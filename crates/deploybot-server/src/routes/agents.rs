@@ -6,9 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use deploybot_store::{Claim, HeldJobs, NewRegistration, StoreError};
 use deploybot_wire::{
-    Agent, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
+    Agent, AgentStatus, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
     RegisteredAgent, names,
 };
+use futures_util::future::Either;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -172,13 +173,98 @@ pub struct HeartbeatQuery {
         (status = 404, description = "Unknown agent: register again", body = ErrorBody),
     )
 )]
-pub async fn heartbeat(
+pub fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HeartbeatQuery>,
     ApiBytes(body): ApiBytes,
-) -> Result<Json<HeartbeatResponse>, ApiError> {
+) -> impl Future<Output = Result<Json<HeartbeatResponse>, ApiError>> + Send {
+    // Plain functions returning futures, not `async fn`s: the future of an
+    // `async fn` keeps its arguments (and a copy of each) for its whole
+    // life, and a held long-poll's future is what 10,000 waiting agents
+    // cost. Checked here, before any future exists, the request keeps only
+    // what its wait needs.
+    match accept_heartbeat(&state, &caller, &id, query, &body) {
+        Ok(beat) => Either::Left(wait_for_work(state, id, beat)),
+        Err(err) => Either::Right(std::future::ready(Err(err))),
+    }
+}
+
+/// Answers an accepted heartbeat: at once, or when work arrives for its
+/// host or its wait is over.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep a second copy of its arguments in every held long-poll"
+)]
+fn wait_for_work(
+    state: AppState,
+    id: String,
+    mut beat: Accepted,
+) -> impl Future<Output = Result<Json<HeartbeatResponse>, ApiError>> + Send {
+    async move {
+        if let Some(running) = beat.running.take()
+            && state.presence.held_check_due(&id, &running)
+        {
+            // Boxed: rare, and its future would otherwise enlarge every held one.
+            Box::pin(free_unheld_jobs(
+                &state,
+                &id,
+                &beat.host,
+                running,
+                beat.arrived,
+            ))
+            .await?;
+        }
+        let deadline = tokio::time::Instant::now() + beat.wait;
+        // Counted while this request is held (dropped when it answers).
+        let _held = (!beat.wait.is_zero())
+            .then(|| crate::metrics::Held::new(&state.metrics.long_polls_held));
+        let wake = state.dispatch.waiter(&beat.host);
+        loop {
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+
+            // A stopping controller answers every held long-poll (and
+            // wakes them to do so).
+            let waited_out =
+                tokio::time::Instant::now() >= deadline || state.dispatch.is_stopping();
+            if let Some(answer) =
+                answer_now(&state, &id, &beat.host, beat.draining, waited_out).await?
+            {
+                // Held for a while: the agent was there all along.
+                if !beat.wait.is_zero() {
+                    state.presence.beat(&id, beat.status);
+                }
+                return Ok(Json(answer));
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// What a heartbeat brought, checked before it may wait.
+struct Accepted {
+    host: String,
+    status: AgentStatus,
+    draining: bool,
+    running: Option<Vec<String>>,
+    wait: Duration,
+    arrived: time::OffsetDateTime,
+}
+
+/// Checks a heartbeat's caller, query and body, and records the beat.
+fn accept_heartbeat(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    query: HeartbeatQuery,
+    body: &[u8],
+) -> Result<Accepted, ApiError> {
     if let Some(own) = caller.require_agent()?
         && own != id
     {
@@ -186,76 +272,62 @@ pub async fn heartbeat(
             "this agent token belongs to agent {own}, not {id}"
         )));
     }
-    drop(caller);
     // An empty body is a plain "I'm alive", for the simplest clients.
     let request: HeartbeatRequest = if body.iter().all(u8::is_ascii_whitespace) {
         HeartbeatRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice(body)
             .map_err(|err| ApiError::invalid(format!("invalid heartbeat body: {err}")))?
     };
-    // The body is a slice of hyper's read buffer: holding it through a
-    // long-poll would pin that 8 KiB and make hyper allocate another.
-    drop(body);
     let wait = query.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(ApiError::bad_request(format!(
             "wait must be between 0 and {MAX_WAIT_SECS} seconds"
         )));
     }
-    let wait = Duration::from_secs(wait).min(state.lease_timeout / 2);
     let arrived = time::OffsetDateTime::now_utc();
-    let host = state.presence.beat(&id, request.status).ok_or_else(|| {
+    let host = state.presence.beat(id, request.status).ok_or_else(|| {
         ApiError::not_found(format!("agent {id} is not registered; register again"))
     })?;
-    if let Some(running) = request.running_jobs
-        && state.presence.held_check_due(&id, &running)
-    {
-        free_unheld_jobs(&state, &id, &host, running, arrived).await?;
-    }
+    Ok(Accepted {
+        host,
+        status: request.status,
+        draining: request.draining,
+        running: request.running_jobs,
+        wait: Duration::from_secs(wait).min(state.lease_timeout / 2),
+        arrived,
+    })
+}
 
-    let deadline = tokio::time::Instant::now() + wait;
-    // Counted while this request is held (dropped when it answers).
-    let _held =
-        (!wait.is_zero()).then(|| crate::metrics::Held::new(&state.metrics.long_polls_held));
-    let wake = state.dispatch.waiter(&host);
-    let mut stopping = state.stopping.clone();
-    loop {
-        let woken = wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-
-        // Revoked while this request was held: it gets nothing more.
-        if !state.presence.knows(&id) {
-            return Err(ApiError::unauthorized(
-                "invalid_token",
-                format!("agent {id} was revoked; register again"),
-            ));
-        }
-        let cancel = cancels_for(&state, &host).await?;
-        let job = if request.draining {
-            None
-        } else {
-            claim_for(&state, &id, &host).await?
-        };
-        let waited_out = tokio::time::Instant::now() >= deadline || *stopping.borrow();
-        if job.is_some() || !cancel.is_empty() || waited_out {
-            // Held for a while: the agent was there all along.
-            if !wait.is_zero() {
-                state.presence.beat(&id, request.status);
-            }
-            return Ok(Json(HeartbeatResponse {
-                acknowledged: true,
-                job,
-                cancel,
-            }));
-        }
-        tokio::select! {
-            _ = woken => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = stopping.changed() => {}
-        }
+/// The heartbeat's answer if it has one now: a job, cancels, or (when the
+/// wait is over) an empty one. `None` means keep waiting.
+async fn answer_now(
+    state: &AppState,
+    id: &str,
+    host: &str,
+    draining: bool,
+    waited_out: bool,
+) -> Result<Option<HeartbeatResponse>, ApiError> {
+    // Revoked while this request was held: it gets nothing more.
+    if !state.presence.knows(id) {
+        return Err(ApiError::unauthorized(
+            "invalid_token",
+            format!("agent {id} was revoked; register again"),
+        ));
     }
+    let cancel = cancels_for(state, host).await?;
+    let job = if draining {
+        None
+    } else {
+        claim_for(state, id, host).await?
+    };
+    Ok(
+        (job.is_some() || !cancel.is_empty() || waited_out).then_some(HeartbeatResponse {
+            acknowledged: true,
+            job,
+            cancel,
+        }),
+    )
 }
 
 /// Frees the host's job leased to this agent if the agent does not list it

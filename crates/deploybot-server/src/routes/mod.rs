@@ -66,6 +66,9 @@ pub fn service(state: AppState) -> Service {
         // A client that stops sending its body mid-way is cut off, so it
         // cannot hold a connection and a handler forever.
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        // Here rather than on the API's routes, where it would box one more
+        // future per request (see above).
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .service(router(state))
 }
 
@@ -93,7 +96,7 @@ impl ResponseForPanic for PanicAnswer {
 pub type Service = HttpMetrics<
     RequestId<
         Trace<
-            CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
+            CatchPanic<RequestBodyTimeout<ApiBodyLimit>, PanicAnswer>,
             SharedClassifier<ServerErrorsAsFailures>,
             MakeRequestSpan,
             DefaultOnRequest,
@@ -101,6 +104,10 @@ pub type Service = HttpMetrics<
         >,
     >,
 >;
+
+/// The router with the API's body limit, which the webhook and log upload
+/// routes raise for themselves.
+type ApiBodyLimit = <DefaultBodyLimit as tower::Layer<Router>>::Service;
 
 /// The longest a request body may pause between two chunks.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -135,8 +142,7 @@ fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/status", get(health::status))
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+        .route("/v1/status", get(health::status));
     let webhooks = Router::new()
         .route("/v1/webhooks/github", post(webhooks::github))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));

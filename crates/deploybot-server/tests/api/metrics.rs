@@ -6,12 +6,12 @@ use serde_json::json;
 use crate::helpers::{SHA_A, TestApp, spawn_app, spawn_app_with_settings};
 
 /// The value of the sample `name{labels}` (labels as printed), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let response = reqwest::get(app.url("/metrics")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -21,6 +21,19 @@ async fn scrape(app: &TestApp) -> String {
             .starts_with("application/openmetrics-text")
     );
     response.text().await.unwrap()
+}
+
+/// Waits until `/metrics` shows `series` at `value` (at most 10 s).
+pub(crate) async fn wait_for_sample(app: &TestApp, series: &str, value: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = scrape(app).await;
+        if sample(&text, series) == Some(value) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{series}: {text}");
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]

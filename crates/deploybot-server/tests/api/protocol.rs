@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::helpers::{
     SHA_A, SHA_B, TestApp, assert_error, ok_json, spawn_app, spawn_app_with_lease,
 };
+use crate::metrics::wait_for_sample;
 
 impl TestApp {
     pub async fn long_poll(
@@ -87,6 +88,35 @@ async fn a_held_heartbeat_returns_as_soon_as_a_job_for_its_host_is_queued() {
         .unwrap();
     let answer: HeartbeatResponse = answer.json().await.unwrap();
     assert_eq!(answer.job.map(|j| j.id), Some(job.id));
+}
+
+#[tokio::test]
+async fn a_stopping_controller_answers_its_held_long_polls_at_once() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let poll = {
+        let (client, url) = (
+            app.client.clone(),
+            app.url(&format!("/v1/agents/{}/heartbeat?wait=30", agent.id)),
+        );
+        let token = app.agent_token(&agent.id);
+        tokio::spawn(async move { client.post(url).bearer_auth(token).send().await })
+    };
+    wait_for_sample(&app, "deploybot_long_polls_held", 1.0).await;
+
+    // A graceful stop waits for the requests in flight: it is quick only if
+    // the held long-poll is answered at once, not after its 30 s.
+    let restarted = tokio::time::timeout(Duration::from_secs(10), app.restart())
+        .await
+        .expect("the controller stopped without waiting out the long-poll");
+    let answer = poll.await.unwrap().unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let answer: HeartbeatResponse = answer.json().await.unwrap();
+    assert!(
+        answer.job.is_none() && answer.cancel.is_empty(),
+        "{answer:?}"
+    );
+    drop(restarted);
 }
 
 #[tokio::test]
