@@ -29,6 +29,20 @@ impl TestApp {
         ok_json(response).await
     }
 
+    /// Sends a long-poll in the background, to answer it later.
+    fn spawn_long_poll(
+        &self,
+        agent_id: &str,
+        wait_secs: u64,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self
+            .client
+            .post(self.url(&format!("/v1/agents/{agent_id}/heartbeat?wait={wait_secs}")))
+            .bearer_auth(self.agent_token(agent_id))
+            .json(&json!({}));
+        tokio::spawn(request.send())
+    }
+
     pub async fn post_job_action(&self, job_id: &str, action: &str) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/v1/jobs/{job_id}/{action}")))
@@ -63,23 +77,8 @@ impl TestApp {
 async fn a_held_heartbeat_returns_as_soon_as_a_job_for_its_host_is_queued() {
     let app = spawn_app().await;
     let agent = app.register("web-02").await;
-    let poll = {
-        let (client, url) = (
-            app.client.clone(),
-            app.url(&format!("/v1/agents/{}/heartbeat?wait=30", agent.id)),
-        );
-        let token = app.agent_token(&agent.id);
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({}))
-                .send()
-                .await
-        })
-    };
-    // Give the request time to be held: nothing observable says it is.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poll = app.spawn_long_poll(&agent.id, 30);
+    wait_for_sample(&app, "deploybot_long_polls_held", 1.0).await;
     let job = app.create_job_ok("acme/web", "web-02", SHA_A).await;
     let answer = tokio::time::timeout(Duration::from_secs(10), poll)
         .await
@@ -94,14 +93,7 @@ async fn a_held_heartbeat_returns_as_soon_as_a_job_for_its_host_is_queued() {
 async fn a_stopping_controller_answers_its_held_long_polls_at_once() {
     let app = spawn_app().await;
     let agent = app.register("web-01").await;
-    let poll = {
-        let (client, url) = (
-            app.client.clone(),
-            app.url(&format!("/v1/agents/{}/heartbeat?wait=30", agent.id)),
-        );
-        let token = app.agent_token(&agent.id);
-        tokio::spawn(async move { client.post(url).bearer_auth(token).send().await })
-    };
+    let poll = app.spawn_long_poll(&agent.id, 30);
     wait_for_sample(&app, "deploybot_long_polls_held", 1.0).await;
 
     // A graceful stop waits for the requests in flight: it is quick only if
