@@ -12,7 +12,6 @@
 //! claim that found nothing was running.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -24,8 +23,6 @@ pub struct Dispatch {
     cancels: Mutex<HashSet<String>>,
     /// One wake-up per host, created when a long-poll first waits on it.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
-    /// The controller is shutting down: long-polls answer now.
-    stopping: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +50,6 @@ impl Dispatch {
             }),
             cancels: Mutex::new(hosts_with_cancels.into_iter().collect()),
             waiters: Mutex::default(),
-            stopping: AtomicBool::new(false),
         }
     }
 
@@ -98,20 +94,12 @@ impl Dispatch {
             .clone()
     }
 
-    /// The controller is shutting down: every long-poll, held or still to
-    /// come, answers at once.
-    pub fn stop(&self) {
-        // Set before waking, and a waiter checks it after registering: no
-        // long-poll can miss both.
-        self.stopping.store(true, Ordering::SeqCst);
+    /// Wakes every held long-poll, whatever its host (the controller is
+    /// stopping: each then sees `stopping` set and answers).
+    pub fn wake_all(&self) {
         for notify in lock(&self.waiters).values() {
             notify.notify_waiters();
         }
-    }
-
-    /// Whether [`Dispatch::stop`] was called.
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
     }
 
     fn wake(&self, host: &str) {
@@ -174,21 +162,19 @@ mod tests {
     }
 
     #[test]
-    fn stopping_wakes_every_registered_long_poll_and_stays_set() {
+    fn waking_all_wakes_every_registered_long_poll() {
         let dispatch = Dispatch::default();
         let (a, b) = (dispatch.waiter("h1"), dispatch.waiter("h2"));
         let (woken_a, woken_b) = (a.notified(), b.notified());
         let (mut woken_a, mut woken_b) = (std::pin::pin!(woken_a), std::pin::pin!(woken_b));
         woken_a.as_mut().enable();
         woken_b.as_mut().enable();
-        assert!(!dispatch.is_stopping());
 
-        dispatch.stop();
+        dispatch.wake_all();
 
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         assert!(woken_a.as_mut().poll(&mut cx).is_ready());
         assert!(woken_b.as_mut().poll(&mut cx).is_ready());
-        assert!(dispatch.is_stopping());
     }
 }

@@ -316,7 +316,9 @@ impl Controller {
         let served = serve::serve(self.listener, self.tls, app, async move {
             shutdown.await;
             let _ = stop.send(true);
-            state.dispatch.stop();
+            // After `stopping` is set: a long-poll woken here, or arming
+            // its wake-up later, sees it and answers.
+            state.dispatch.wake_all();
         })
         .await;
         let _ = maintenance.await;

@@ -228,8 +228,7 @@ fn wait_for_work(
 
             // A stopping controller answers every held long-poll (and
             // wakes them to do so).
-            let waited_out =
-                tokio::time::Instant::now() >= deadline || state.dispatch.is_stopping();
+            let waited_out = tokio::time::Instant::now() >= deadline || *state.stopping.borrow();
             if let Some(answer) =
                 answer_now(&state, &id, &beat.host, beat.draining, waited_out).await?
             {
