@@ -34,6 +34,15 @@ async fn admin(db: &TestDatabase) -> PgConnection {
     PgConnection::connect(&db.url).await.unwrap()
 }
 
+/// A connection in a transaction that ran `locking` (a `FOR UPDATE` or a
+/// `LOCK TABLE`): others wait on what it locked until it rolls back.
+async fn holding(db: &TestDatabase, locking: &'static str) -> PgConnection {
+    let mut blocker = admin(db).await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query(locking).execute(&mut blocker).await.unwrap();
+    blocker
+}
+
 fn job(id: &str, app: &str, host: &str) -> NewJob {
     NewJob {
         id: id.into(),
@@ -337,12 +346,7 @@ async fn a_write_cut_off_by_a_lost_connection_leaves_nothing_behind() {
 
     // Hold h1's row, so that a registration with the token stops after it
     // marked the token used, inside its transaction.
-    let mut blocker = admin(&db).await;
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("SELECT 1 FROM agents WHERE hostname = 'h1' FOR UPDATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = holding(&db, "SELECT 1 FROM agents WHERE hostname = 'h1' FOR UPDATE").await;
     let enrolling = {
         let store = store.clone();
         let mut registration = registration.clone();
@@ -507,12 +511,7 @@ async fn a_refused_delivery_fails_alone_in_its_batch() {
 
     // Hold one delivery at its write, so the next ones queue up behind it
     // and are written together.
-    let mut blocker = admin(&db).await;
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE deliveries IN EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = holding(&db, "LOCK TABLE deliveries IN EXCLUSIVE MODE").await;
     let first = {
         let store = store.clone();
         tokio::spawn(async move {
