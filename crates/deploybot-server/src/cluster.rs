@@ -3,7 +3,10 @@
 //! hints exactly as local writes do, so an agent long-polling here gets a
 //! job queued through any instance within milliseconds; their job status
 //! changes reach this instance's SSE streams. (Their log lines come through
-//! the store's log feed, which carries every instance's.)
+//! the store's log feed, which carries every instance's.) Their agent
+//! registrations and revocations, and token revocations, reach this
+//! instance's presence and token cache at once: an agent's previous token
+//! stops working here too, and a revoked agent's held long-poll ends.
 //!
 //! Keeps the dispatch invariant across instances: a missed event is
 //! followed by a `Resync` (the store's listener reconnected) or a lag, and
@@ -39,6 +42,18 @@ pub async fn follow(
             }
             Ok(StoreEvent::HostFreed { host }) => state.dispatch.job_enqueued(&host),
             Ok(StoreEvent::CancelRequested { host }) => state.dispatch.cancel_requested(&host),
+            Ok(StoreEvent::AgentRegistered { agent_id, hostname }) => {
+                state.auth.forget_agent(&agent_id);
+                state.presence.registered_elsewhere(&agent_id, &hostname);
+            }
+            Ok(StoreEvent::AgentRevoked { agent_id }) => {
+                state.auth.forget_agent(&agent_id);
+                // Its held long-poll, if any, wakes and finds it revoked.
+                if let Some(host) = state.presence.revoked(&agent_id) {
+                    state.dispatch.job_enqueued(&host);
+                }
+            }
+            Ok(StoreEvent::TokenRevoked { token_id }) => state.auth.forget_token(&token_id),
             // For SSE status events; a job that cannot be read now is only
             // a missed status event, which streams tolerate (a job stream
             // looks its final status up when it catches up).

@@ -12,8 +12,11 @@ use tokio::sync::watch;
 
 use crate::state::AppState;
 
-/// How often heartbeats are saved.
+/// How often heartbeats are saved, at most: with several instances, the
+/// one that expires leases sees the others' heartbeats only once they are
+/// saved, so a short lease timeout saves more often (a tenth of it).
 const SAVE_HEARTBEATS_EVERY: Duration = Duration::from_secs(1);
+const SAVE_HEARTBEATS_AT_MOST_EVERY: Duration = Duration::from_millis(100);
 /// How often old logs are pruned.
 const PRUNE_LOGS_EVERY: Duration = Duration::from_secs(10 * 60);
 
@@ -29,7 +32,9 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
     // Check leases four times per timeout, so a job is lost at most 25% late.
     let sweep_every =
         (state.lease_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
-    let tick_every = sweep_every.min(SAVE_HEARTBEATS_EVERY);
+    let save_every =
+        (state.lease_timeout / 10).clamp(SAVE_HEARTBEATS_AT_MOST_EVERY, SAVE_HEARTBEATS_EVERY);
+    let tick_every = sweep_every.min(save_every);
     let mut ticks = tokio::time::interval(tick_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_save = Instant::now();
@@ -46,7 +51,7 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
                 return;
             }
         }
-        if last_save.elapsed() >= SAVE_HEARTBEATS_EVERY {
+        if last_save.elapsed() >= save_every {
             save_heartbeats(&state).await;
             last_save = Instant::now();
         }

@@ -5,8 +5,16 @@
 //! an fsync of their own. After a crash at most a second of last-seen times is
 //! lost, which changes nothing: an agent is offline only after the lease
 //! timeout (a minute by default). The agent registry itself is durable: this
-//! map is rebuilt from the database at start and updated after each
-//! registration commits.
+//! map is loaded from the database at start, updated after each
+//! registration commits (here or, through the store's events, on another
+//! instance), and an agent it does not hold is looked up in the database
+//! on its first heartbeat: behind a round-robin balancer an agent's
+//! requests reach every instance, whichever served its registration.
+//!
+//! Each instance sees only the heartbeats that reach it. The database holds
+//! the newest of them all (every instance saves its own, and a saved time
+//! never goes back), so [`Presence::refresh`] shows whichever is newer:
+//! this instance's own or the database's.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -56,14 +64,34 @@ impl Presence {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a committed registration.
+    /// Records a committed registration, or an agent read from the database.
     pub fn registered(&self, agent: &Agent) {
+        self.insert(
+            &agent.id,
+            &agent.hostname,
+            agent.status,
+            agent.last_heartbeat,
+        );
+    }
+
+    /// Records a registration another instance committed just now.
+    pub fn registered_elsewhere(&self, agent_id: &str, hostname: &str) {
+        self.insert(agent_id, hostname, AgentStatus::Online, Some(now_ms()));
+    }
+
+    fn insert(
+        &self,
+        agent_id: &str,
+        hostname: &str,
+        status: AgentStatus,
+        last_seen: Option<Timestamp>,
+    ) {
         self.lock().insert(
-            agent.id.clone(),
+            agent_id.to_owned(),
             Seen {
-                hostname: agent.hostname.clone(),
-                status: agent.status,
-                last_seen: agent.last_heartbeat,
+                hostname: hostname.to_owned(),
+                status,
+                last_seen,
                 dirty: false,
                 held_checked: None,
             },
@@ -141,11 +169,14 @@ impl Presence {
         }
     }
 
-    /// Applies what only this map knows (fresher last-seen) and derives
-    /// `offline` for agents silent longer than `offline_after`.
+    /// Applies what only this map knows (a heartbeat newer than the saved
+    /// one, and what it said) to `agent` as read from the database, and
+    /// derives `offline` for agents silent longer than `offline_after`.
     pub fn refresh(&self, agent: &mut Agent, offline_after: Duration) {
-        if let Some(seen) = self.lock().get(&agent.id) {
-            agent.last_heartbeat = seen.last_seen.max(agent.last_heartbeat);
+        if let Some(seen) = self.lock().get(&agent.id)
+            && seen.last_seen > agent.last_heartbeat
+        {
+            agent.last_heartbeat = seen.last_seen;
             agent.status = seen.status;
         }
         agent.status = effective_status(agent.status, agent.last_heartbeat, offline_after);
@@ -170,5 +201,71 @@ pub fn effective_status(
         reported
     } else {
         AgentStatus::Offline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(status: AgentStatus, last_heartbeat: Option<Timestamp>) -> Agent {
+        Agent {
+            id: "a1".into(),
+            hostname: "web-01".into(),
+            capabilities: Vec::new(),
+            status,
+            registered_at: now_ms() - time::Duration::minutes(5),
+            last_heartbeat,
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_newer_of_this_instances_beat_and_the_saved_one_is_shown() {
+        let presence = Presence::default();
+        assert_eq!(presence.beat("a1", AgentStatus::Idle), None);
+        presence.registered(&agent(AgentStatus::Online, Some(now_ms())));
+        assert_eq!(
+            presence.beat("a1", AgentStatus::Busy).as_deref(),
+            Some("web-01")
+        );
+
+        // Saved earlier (by any instance): this instance's beat is newer.
+        let mut saved = agent(
+            AgentStatus::Idle,
+            Some(now_ms() - time::Duration::seconds(3)),
+        );
+        presence.refresh(&mut saved, LEASE);
+        assert_eq!(saved.status, AgentStatus::Busy);
+
+        // Another instance saw (and saved) a newer beat: it wins.
+        let newer = now_ms() + time::Duration::seconds(1);
+        let mut saved = agent(AgentStatus::Online, Some(newer));
+        presence.refresh(&mut saved, LEASE);
+        assert_eq!(
+            (saved.status, saved.last_heartbeat),
+            (AgentStatus::Online, Some(newer))
+        );
+    }
+
+    #[test]
+    fn silent_agents_are_offline_and_registrations_elsewhere_are_known() {
+        let presence = Presence::default();
+        let mut silent = agent(
+            AgentStatus::Idle,
+            Some(now_ms() - time::Duration::seconds(61)),
+        );
+        presence.refresh(&mut silent, LEASE);
+        assert_eq!(silent.status, AgentStatus::Offline);
+
+        presence.registered_elsewhere("a2", "web-02");
+        assert!(presence.knows("a2"));
+        assert_eq!(
+            presence.beat("a2", AgentStatus::Idle).as_deref(),
+            Some("web-02")
+        );
+        assert_eq!(presence.revoked("a2").as_deref(), Some("web-02"));
+        assert!(!presence.knows("a2"));
     }
 }

@@ -264,6 +264,13 @@ pub enum StoreEvent {
     HostFreed { host: String },
     /// The job's status changed (for live status events).
     JobChanged { job_id: String },
+    /// An agent registered (new, or again with a new token): its previous
+    /// token no longer works.
+    AgentRegistered { agent_id: String, hostname: String },
+    /// An agent was revoked: its token no longer works.
+    AgentRevoked { agent_id: String },
+    /// An API or enrollment token was revoked.
+    TokenRevoked { token_id: String },
     /// Events may have been missed (the listener reconnected): rebuild
     /// whatever was derived from them from the database.
     Resync,
@@ -311,8 +318,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered agent, status as last saved.
     async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
 
+    /// The agent with this id, if it is registered and not revoked (it
+    /// has a current token).
+    async fn agent(&self, agent_id: String) -> Result<Option<Agent>, StoreError>;
+
     /// Saves last-seen times. Heartbeats arrive far more often than they are
-    /// saved; see the server's presence tracker.
+    /// saved; see the server's presence tracker. A time never goes back, and
+    /// a status is saved only with a time at least as new as the saved one
+    /// (several instances save the beats each of them saw). Revoked agents
+    /// are left as they are.
     async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError>;
 
     /// Hands the oldest pending job of `host` to `agent_id`, unless the host

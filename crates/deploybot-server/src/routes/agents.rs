@@ -185,10 +185,35 @@ pub fn heartbeat(
     // life, and a held long-poll's future is what 10,000 waiting agents
     // cost. Checked here, before any future exists, the request keeps only
     // what its wait needs.
-    match accept_heartbeat(&state, &caller, &id, query, &body) {
-        Ok(beat) => Either::Left(wait_for_work(state, id, beat)),
-        Err(err) => Either::Right(std::future::ready(Err(err))),
+    let beat = match accept_heartbeat(&state, &caller, &id, query, &body) {
+        Ok(beat) => beat,
+        Err(err) => return Either::Right(std::future::ready(Err(err))),
+    };
+    match state.presence.beat(&id, beat.status) {
+        Some(host) => Either::Left(Either::Left(wait_for_work(state, id, host, beat))),
+        // Boxed: once per agent and instance, and its future would
+        // otherwise enlarge every held one.
+        None => Either::Left(Either::Right(Box::pin(async move {
+            let host = learn_agent(&state, &id, beat.status).await?;
+            wait_for_work(state, id, host, beat).await
+        }))),
     }
+}
+
+/// An agent this instance does not hold in memory: registered through
+/// another instance sharing the database (behind a balancer, an agent's
+/// requests reach them all). Looks it up, keeps it and records the beat;
+/// 404 only for an agent the database does not know (or revoked).
+async fn learn_agent(state: &AppState, id: &str, status: AgentStatus) -> Result<String, ApiError> {
+    let not_registered =
+        || ApiError::not_found(format!("agent {id} is not registered; register again"));
+    let agent = state
+        .store
+        .agent(id.to_owned())
+        .await?
+        .ok_or_else(not_registered)?;
+    state.presence.registered(&agent);
+    state.presence.beat(id, status).ok_or_else(not_registered)
 }
 
 /// Answers an accepted heartbeat: at once, or when work arrives for its
@@ -200,6 +225,7 @@ pub fn heartbeat(
 fn wait_for_work(
     state: AppState,
     id: String,
+    host: String,
     mut beat: Accepted,
 ) -> impl Future<Output = Result<Json<HeartbeatResponse>, ApiError>> + Send {
     async move {
@@ -207,20 +233,13 @@ fn wait_for_work(
             && state.presence.held_check_due(&id, &running)
         {
             // Boxed: rare, and its future would otherwise enlarge every held one.
-            Box::pin(free_unheld_jobs(
-                &state,
-                &id,
-                &beat.host,
-                running,
-                beat.arrived,
-            ))
-            .await?;
+            Box::pin(free_unheld_jobs(&state, &id, &host, running, beat.arrived)).await?;
         }
         let deadline = tokio::time::Instant::now() + beat.wait;
         // Counted while this request is held (dropped when it answers).
         let _held = (!beat.wait.is_zero())
             .then(|| crate::metrics::Held::new(&state.metrics.long_polls_held));
-        let wake = state.dispatch.waiter(&beat.host);
+        let wake = state.dispatch.waiter(&host);
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
@@ -229,9 +248,7 @@ fn wait_for_work(
             // A stopping controller answers every held long-poll (and
             // wakes them to do so).
             let waited_out = tokio::time::Instant::now() >= deadline || *state.stopping.borrow();
-            if let Some(answer) =
-                answer_now(&state, &id, &beat.host, beat.draining, waited_out).await?
-            {
+            if let Some(answer) = answer_now(&state, &id, &host, beat.draining, waited_out).await? {
                 // Held for a while: the agent was there all along.
                 if !beat.wait.is_zero() {
                     state.presence.beat(&id, beat.status);
@@ -248,7 +265,6 @@ fn wait_for_work(
 
 /// What a heartbeat brought, checked before it may wait.
 struct Accepted {
-    host: String,
     status: AgentStatus,
     draining: bool,
     running: Option<Vec<String>>,
@@ -256,7 +272,7 @@ struct Accepted {
     arrived: time::OffsetDateTime,
 }
 
-/// Checks a heartbeat's caller, query and body, and records the beat.
+/// Checks a heartbeat's caller, query and body.
 fn accept_heartbeat(
     state: &AppState,
     caller: &Caller,
@@ -284,17 +300,12 @@ fn accept_heartbeat(
             "wait must be between 0 and {MAX_WAIT_SECS} seconds"
         )));
     }
-    let arrived = time::OffsetDateTime::now_utc();
-    let host = state.presence.beat(id, request.status).ok_or_else(|| {
-        ApiError::not_found(format!("agent {id} is not registered; register again"))
-    })?;
     Ok(Accepted {
-        host,
         status: request.status,
         draining: request.draining,
         running: request.running_jobs,
         wait: Duration::from_secs(wait).min(state.lease_timeout / 2),
-        arrived,
+        arrived: time::OffsetDateTime::now_utc(),
     })
 }
 

@@ -69,8 +69,25 @@ pub(super) async fn all(conn: &mut PgConnection) -> Result<Vec<Agent>, StoreErro
     rows.iter().map(from_row).collect()
 }
 
+/// The agent, unless it is unknown or revoked.
+pub(super) async fn active(
+    conn: &mut PgConnection,
+    agent_id: &str,
+) -> Result<Option<Agent>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE id = $1 AND token_hash IS NOT NULL"
+    ))
+    .bind(text(agent_id))
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Saves last-seen times in one statement. A time never goes back; of
-/// several beats of one agent, the newest time and the last status count.
+/// several beats of one agent, the newest counts, and a status older than
+/// the saved time (another instance saw a newer beat) is not saved.
 pub(super) async fn save_heartbeats(
     conn: &mut PgConnection,
     beats: &[Beat],
@@ -78,13 +95,15 @@ pub(super) async fn save_heartbeats(
     let mut latest: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
     for beat in beats {
         let at = to_ms(beat.at);
+        let status = beat.status.as_str();
         latest
             .entry(&beat.agent_id)
-            .and_modify(|(seen, status)| {
-                *seen = (*seen).max(at);
-                *status = beat.status.as_str();
+            .and_modify(|newest| {
+                if at >= newest.0 {
+                    *newest = (at, status);
+                }
             })
-            .or_insert((at, beat.status.as_str()));
+            .or_insert((at, status));
     }
     if latest.is_empty() {
         return Ok(());
@@ -99,9 +118,10 @@ pub(super) async fn save_heartbeats(
     }
     sqlx::query(
         "UPDATE agents AS a
-         SET last_heartbeat = greatest(coalesce(a.last_heartbeat, 0), b.at), status = b.status
+         SET last_heartbeat = greatest(coalesce(a.last_heartbeat, 0), b.at),
+             status = CASE WHEN b.at >= coalesce(a.last_heartbeat, 0) THEN b.status ELSE a.status END
          FROM unnest($1::text[], $2::int8[], $3::text[]) AS b(id, at, status)
-         WHERE a.id = b.id",
+         WHERE a.id = b.id AND a.token_hash IS NOT NULL",
     )
     .bind(ids)
     .bind(times)

@@ -358,6 +358,15 @@ fn encode(origin: &str, event: &StoreEvent) -> String {
         StoreEvent::CancelRequested { host } => json!({"o": origin, "e": "cancel", "host": host}),
         StoreEvent::HostFreed { host } => json!({"o": origin, "e": "freed", "host": host}),
         StoreEvent::JobChanged { job_id } => json!({"o": origin, "e": "job", "job": job_id}),
+        StoreEvent::AgentRegistered { agent_id, hostname } => {
+            json!({"o": origin, "e": "registered", "agent": agent_id, "host": hostname})
+        }
+        StoreEvent::AgentRevoked { agent_id } => {
+            json!({"o": origin, "e": "agent_revoked", "agent": agent_id})
+        }
+        StoreEvent::TokenRevoked { token_id } => {
+            json!({"o": origin, "e": "token_revoked", "token": token_id})
+        }
         StoreEvent::Resync => json!({"o": origin, "e": "resync"}),
     };
     value.to_string()
@@ -382,6 +391,15 @@ fn decode(payload: &str, own_origin: &str) -> Option<Heard> {
         Some("cancel") => text("host").map(|host| StoreEvent::CancelRequested { host }),
         Some("freed") => text("host").map(|host| StoreEvent::HostFreed { host }),
         Some("job") => text("job").map(|job_id| StoreEvent::JobChanged { job_id }),
+        Some("registered") => text("agent")
+            .zip(text("host"))
+            .map(|(agent_id, hostname)| StoreEvent::AgentRegistered { agent_id, hostname }),
+        Some("agent_revoked") => {
+            text("agent").map(|agent_id| StoreEvent::AgentRevoked { agent_id })
+        }
+        Some("token_revoked") => {
+            text("token").map(|token_id| StoreEvent::TokenRevoked { token_id })
+        }
         Some("logs") => match value["up_to"].as_i64() {
             Some(id) => return Some(Heard::LogsCommitted(id)),
             None => None,
@@ -409,6 +427,16 @@ mod tests {
             },
             StoreEvent::JobChanged {
                 job_id: "j1".into(),
+            },
+            StoreEvent::AgentRegistered {
+                agent_id: "a1".into(),
+                hostname: "web-01".into(),
+            },
+            StoreEvent::AgentRevoked {
+                agent_id: "a1".into(),
+            },
+            StoreEvent::TokenRevoked {
+                token_id: "tok_1".into(),
             },
             StoreEvent::Resync,
         ] {

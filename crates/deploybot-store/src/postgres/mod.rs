@@ -260,11 +260,17 @@ impl Store for PostgresStore {
     ) -> Result<Registered, StoreError> {
         in_transaction!(self, |tx| {
             match register(tx, &registration).await {
-                Ok(registered) => self
-                    .events
-                    .jobs_ended(tx, &registered.lost)
-                    .await
-                    .map(|()| registered),
+                Ok(registered) => {
+                    let told = async {
+                        self.events.jobs_ended(tx, &registered.lost).await?;
+                        let event = StoreEvent::AgentRegistered {
+                            agent_id: registered.agent.id.clone(),
+                            hostname: registered.agent.hostname.clone(),
+                        };
+                        self.events.notify(tx, &event).await
+                    };
+                    told.await.map(|()| registered)
+                }
                 Err(err) => Err(err),
             }
         })
@@ -280,7 +286,16 @@ impl Store for PostgresStore {
     async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError> {
         in_transaction!(self, |tx| {
             match revoke(tx, &agent_id).await {
-                Ok(lost) => self.events.jobs_ended(tx, &lost).await.map(|()| lost),
+                Ok(lost) => {
+                    let told = async {
+                        self.events.jobs_ended(tx, &lost).await?;
+                        let event = StoreEvent::AgentRevoked {
+                            agent_id: agent_id.clone(),
+                        };
+                        self.events.notify(tx, &event).await
+                    };
+                    told.await.map(|()| lost)
+                }
                 Err(err) => Err(err),
             }
         })
@@ -299,7 +314,17 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_token(&self, id: String) -> Result<TokenInfo, StoreError> {
-        credentials::revoke(&mut *self.conn().await?, &id).await
+        in_transaction!(self, |tx| {
+            match credentials::revoke(tx, &id).await {
+                Ok(info) => {
+                    let event = StoreEvent::TokenRevoked {
+                        token_id: info.id.clone(),
+                    };
+                    self.events.notify(tx, &event).await.map(|()| info)
+                }
+                Err(err) => Err(err),
+            }
+        })
     }
 
     async fn any_admin_token(&self) -> Result<bool, StoreError> {
@@ -316,6 +341,10 @@ impl Store for PostgresStore {
 
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         agents::all(&mut *self.conn().await?).await
+    }
+
+    async fn agent(&self, agent_id: String) -> Result<Option<Agent>, StoreError> {
+        agents::active(&mut *self.conn().await?, &agent_id).await
     }
 
     async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! SQL for agents.
 
 use deploybot_wire::{Agent, AgentStatus};
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{from_ms, now_ms, to_ms};
 use crate::{Beat, NewRegistration, StoreError};
@@ -59,10 +59,24 @@ pub(super) fn all(conn: &Connection) -> Result<Vec<Agent>, StoreError> {
     Ok(agents)
 }
 
+/// The agent, unless it is unknown or revoked.
+pub(super) fn active(conn: &Connection, agent_id: &str) -> Result<Option<Agent>, StoreError> {
+    let agent = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM agents WHERE id = ?1 AND token_hash IS NOT NULL"
+        ))?
+        .query_row([agent_id], from_row)
+        .optional()?;
+    Ok(agent)
+}
+
+/// A time never goes back; a status older than the saved time is not saved.
 pub(super) fn save_heartbeats(conn: &Connection, beats: &[Beat]) -> Result<(), StoreError> {
     let mut update = conn.prepare_cached(
-        "UPDATE agents SET last_heartbeat = max(coalesce(last_heartbeat, 0), ?2), status = ?3
-         WHERE id = ?1",
+        "UPDATE agents SET
+             status = CASE WHEN ?2 >= coalesce(last_heartbeat, 0) THEN ?3 ELSE status END,
+             last_heartbeat = max(coalesce(last_heartbeat, 0), ?2)
+         WHERE id = ?1 AND token_hash IS NOT NULL",
     )?;
     for beat in beats {
         update.execute(params![beat.agent_id, to_ms(beat.at), beat.status.as_str()])?;

@@ -215,6 +215,12 @@ impl Store for SqliteStore {
         self.readers.read(agents::all).await
     }
 
+    async fn agent(&self, agent_id: String) -> Result<Option<Agent>, StoreError> {
+        self.readers
+            .read(move |conn| agents::active(conn, &agent_id))
+            .await
+    }
+
     async fn save_heartbeats(&self, beats: Vec<Beat>) -> Result<(), StoreError> {
         self.writer
             .write(move |conn| agents::save_heartbeats(conn, &beats))

@@ -159,6 +159,7 @@ async fn the_audit_log_pages_newest_first(t: TestStore) {
 }
 
 async fn saved_heartbeats_never_move_last_seen_back(t: TestStore) {
+    use deploybot_wire::AgentStatus::{Busy, Offline, Online};
     let agent = t
         .store
         .register_agent(registration("a", "h1", vec![]))
@@ -166,34 +167,61 @@ async fn saved_heartbeats_never_move_last_seen_back(t: TestStore) {
         .unwrap()
         .agent;
     let later = agent.registered_at + time::Duration::seconds(10);
+    let seconds = time::Duration::seconds;
     let beat = |at, status| deploybot_store::Beat {
         agent_id: agent.id.clone(),
         status,
         at,
     };
+    let saved = || async {
+        let agents = t.store.agents().await.unwrap();
+        (agents[0].last_heartbeat, agents[0].status)
+    };
+    // Of one batch, the newest beat counts, whatever the order.
     t.store
-        .save_heartbeats(vec![
-            beat(later, deploybot_wire::AgentStatus::Online),
-            beat(
-                later - time::Duration::seconds(5),
-                deploybot_wire::AgentStatus::Busy,
-            ),
-        ])
+        .save_heartbeats(vec![beat(later, Online), beat(later - seconds(5), Busy)])
         .await
         .unwrap();
-    let agents = t.store.agents().await.unwrap();
-    assert_eq!(agents[0].last_heartbeat, Some(later));
-    assert_eq!(agents[0].status, deploybot_wire::AgentStatus::Busy);
+    assert_eq!(saved().await, (Some(later), Online));
+    // An older beat (another instance saw it) changes neither time nor status.
     t.store
-        .save_heartbeats(vec![beat(
-            later - time::Duration::seconds(1),
-            deploybot_wire::AgentStatus::Online,
-        )])
+        .save_heartbeats(vec![beat(later - seconds(1), Busy)])
         .await
         .unwrap();
-    let agents = t.store.agents().await.unwrap();
-    assert_eq!(agents[0].last_heartbeat, Some(later));
-    assert_eq!(agents[0].status, deploybot_wire::AgentStatus::Online);
+    assert_eq!(saved().await, (Some(later), Online));
+    t.store
+        .save_heartbeats(vec![beat(later + seconds(1), Busy)])
+        .await
+        .unwrap();
+    assert_eq!(saved().await, (Some(later + seconds(1)), Busy));
+    // A revoked agent stays as the revocation left it.
+    t.store.revoke_agent(agent.id.clone()).await.unwrap();
+    t.store
+        .save_heartbeats(vec![beat(later + seconds(2), Online)])
+        .await
+        .unwrap();
+    assert_eq!(saved().await, (Some(later + seconds(1)), Offline));
+}
+
+async fn an_agent_is_found_by_id_while_it_is_registered_and_not_revoked(t: TestStore) {
+    let agent = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap()
+        .agent;
+    let found = t.store.agent(agent.id.clone()).await.unwrap();
+    assert_eq!(found, Some(agent.clone()));
+    assert_eq!(t.store.agent("nobody".into()).await.unwrap(), None);
+    t.store.revoke_agent(agent.id.clone()).await.unwrap();
+    assert_eq!(t.store.agent(agent.id.clone()).await.unwrap(), None);
+    // Enrolling again makes it known again, under the same id.
+    t.store
+        .register_agent(registration("b", "h1", vec![]))
+        .await
+        .unwrap();
+    let again = t.store.agent(agent.id.clone()).await.unwrap();
+    assert_eq!(again.map(|a| a.hostname), Some("h1".to_owned()));
 }
 
 async fn revoking_an_agent_loses_its_running_job(t: TestStore) {
@@ -287,5 +315,6 @@ conformance!(
     a_single_use_enrollment_token_registers_once_and_the_newest_agent_token_wins,
     the_audit_log_pages_newest_first,
     saved_heartbeats_never_move_last_seen_back,
+    an_agent_is_found_by_id_while_it_is_registered_and_not_revoked,
     revoking_an_agent_loses_its_running_job,
 );

@@ -1,13 +1,24 @@
-//! Issue #6's proof that several controllers on one PostgreSQL database
-//! behave as one: three controller processes, fifty agent processes spread
-//! over them, five hundred signed webhooks sent to random instances while
-//! one instance is killed with SIGKILL and restarted on its address (as a
-//! supervisor would). Then:
+//! The proof that several controllers on one PostgreSQL database behave as
+//! one: three controller processes, fifty agent processes, five hundred
+//! signed webhooks sent to random instances while one instance is killed
+//! with SIGKILL and restarted on its address (as a supervisor would). Two
+//! modes:
+//! - direct: the agent of host `i` talks to instance `i % 3` only;
+//! - round-robin: every agent talks to a balancer that sends each request
+//!   to the next instance in turn (as nginx does), so an agent's
+//!   consecutive requests reach different instances; and a few agents
+//!   enroll only after the kill.
+//!
+//! Then, in both:
 //! - every webhook answered 2xx has its jobs, and the database holds no
 //!   other jobs (a redelivery after a lost answer queues nothing new);
 //! - no job ran twice (the deploy script logs each run);
 //! - no host ran two jobs at once (the runs' intervals never overlap);
-//! - every job reached a final state.
+//! - every job reached a final state, and none was lost but those handed
+//!   out in the instant of the kill (their answer died with the instance;
+//!   the README's failover section says so);
+//! - each agent registered once: no instance ever failed to know an agent
+//!   (through the balancer, no agent request was ever answered 404).
 //!
 //! Skipped with `DEPLOYBOT_TEST_POSTGRES=skip`.
 
@@ -23,10 +34,27 @@ use deploybot_wire::{
 use tokio::sync::watch;
 use tokio::task::block_in_place;
 
+use crate::balancer::RoundRobin;
 use crate::common::{
     AgentProcess, Api, DEADLINE, Database, Log, SECRET, Server, agent_command, controller_command,
     ok_json, port_of, push_body, sha, write, write_script,
 };
+
+/// Where the agents send their requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The agent of host `i` to instance `i % CONTROLLERS`.
+    Direct,
+    /// Every agent to a round-robin balancer over all instances.
+    RoundRobin,
+}
+
+/// In round-robin mode, the last this many hosts' agents enroll only once
+/// the killed instance is back.
+const LATE_AGENTS: usize = 5;
+/// A job lost at the kill was claimed at most this long before it (its
+/// answer was being written) or after it (the claim was in flight).
+const KILL_WINDOW: Duration = Duration::from_secs(2);
 
 const CONTROLLERS: usize = 3;
 /// The instance killed mid-run (agents of host `i` talk to `i % CONTROLLERS`).
@@ -182,14 +210,19 @@ async fn pusher(
     }
 }
 
-/// Waits until every agent heartbeats, as idle, to its own controller.
-async fn wait_agents_idle(servers: &[Server], agents: &[AgentProcess]) {
+/// Waits until every controller of `shown_by[i]` shows the agent of host
+/// `i` as idle.
+async fn wait_agents_idle(
+    servers: &[Server],
+    agents: &[AgentProcess],
+    shown_by: impl Fn(usize) -> Vec<usize>,
+) {
     let deadline = Instant::now() + DEADLINE;
     for (c, server) in servers.iter().enumerate() {
         loop {
             let hosts = ok_json!(server.get("/v1/hosts").await, HostsResponse).hosts;
-            let waiting: Vec<String> = (c..HOSTS)
-                .step_by(CONTROLLERS)
+            let waiting: Vec<String> = (0..agents.len())
+                .filter(|&i| shown_by(i).contains(&c))
                 .filter(|&i| {
                     !hosts.iter().any(|h| {
                         h.hostname == host(i)
@@ -209,6 +242,56 @@ async fn wait_agents_idle(servers: &[Server], agents: &[AgentProcess]) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// How many times each hostname registered, from `witness`'s audit log.
+async fn registrations(witness: &Api) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let path = match before {
+            Some(id) => format!("/v1/audit?limit=1000&before={id}"),
+            None => "/v1/audit?limit=1000".to_owned(),
+        };
+        let page = ok_json!(witness.get(&path).await, deploybot_wire::AuditResponse).entries;
+        let Some(last) = page.last() else {
+            return counts;
+        };
+        before = Some(last.id);
+        for entry in page.iter().filter(|e| e.action == "register") {
+            // "agent ID (HOSTNAME)"
+            let hostname = entry
+                .target
+                .rsplit_once('(')
+                .map(|(_, rest)| rest.trim_end_matches(')').to_owned())
+                .unwrap_or_else(|| panic!("a register entry without a host: {entry:?}"));
+            *counts.entry(hostname).or_default() += 1;
+        }
+    }
+}
+
+/// Starts the agents of `hosts`, in parallel, talking to `address_of(i)`.
+fn start_agents(
+    root: &Path,
+    hosts: std::ops::Range<usize>,
+    address_of: impl Fn(usize) -> String + Sync,
+) -> Vec<AgentProcess> {
+    block_in_place(|| {
+        std::thread::scope(|scope| {
+            let starting: Vec<_> = hosts
+                .map(|i| {
+                    let address = address_of(i);
+                    scope.spawn(move || {
+                        AgentProcess::start(agent_command(root, &address, &host(i), POLL_WAIT))
+                    })
+                })
+                .collect();
+            starting
+                .into_iter()
+                .map(|agent| agent.join().expect("an agent did not start"))
+                .collect()
+        })
+    })
 }
 
 /// Pending and running jobs, as `witness` sees them.
@@ -316,7 +399,21 @@ impl Witnesses<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
+    prove(Mode::Direct).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_behind_a_round_robin_balancer_with_agents_enrolling_mid_run() {
+    prove(Mode::RoundRobin).await;
+}
+
+/// The proofs run one at a time: together, their six controllers' pools
+/// would ask more of PostgreSQL than its default 100 connections.
+static ONE_PROOF_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn prove(mode: Mode) {
     let Some(db) = Database::create() else { return };
+    let _alone = ONE_PROOF_AT_A_TIME.lock().await;
     let began = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -346,31 +443,33 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
         Server::start(cmd)
     };
 
-    // Three controllers; then fifty agents, host i on controller i % 3,
-    // started in parallel.
+    // Three controllers; then the agents, started in parallel: host i on
+    // controller i % 3, or all on the balancer (but the late ones).
     let mut servers: Vec<Server> = block_in_place(|| {
         (0..CONTROLLERS)
             .map(|c| start_controller(c, "127.0.0.1:0"))
             .collect()
     });
     let addresses: Vec<String> = servers.iter().map(|s| s.address.clone()).collect();
-    let agents: Vec<AgentProcess> = block_in_place(|| {
-        std::thread::scope(|scope| {
-            let starting: Vec<_> = (0..HOSTS)
-                .map(|i| {
-                    let address = &addresses[i % CONTROLLERS];
-                    scope.spawn(move || {
-                        AgentProcess::start(agent_command(root, address, &host(i), POLL_WAIT))
-                    })
-                })
-                .collect();
-            starting
-                .into_iter()
-                .map(|agent| agent.join().expect("an agent did not start"))
-                .collect()
-        })
-    });
-    wait_agents_idle(&servers, &agents).await;
+    let balancer = match mode {
+        Mode::Direct => None,
+        Mode::RoundRobin => Some(RoundRobin::start(&addresses).await),
+    };
+    let agent_address = |i: usize| match &balancer {
+        Some(balancer) => balancer.address.clone(),
+        None => addresses[i % CONTROLLERS].clone(),
+    };
+    let early = match mode {
+        Mode::Direct => 0..HOSTS,
+        Mode::RoundRobin => 0..HOSTS - LATE_AGENTS,
+    };
+    let mut agents = start_agents(root, early, agent_address);
+    // Every instance shows every agent the same (round-robin), or its own.
+    wait_agents_idle(&servers, &agents, |i| match mode {
+        Mode::Direct => vec![i % CONTROLLERS],
+        Mode::RoundRobin => (0..CONTROLLERS).collect(),
+    })
+    .await;
     let ready = began.elapsed();
 
     // The webhooks, from PUSHERS concurrent senders.
@@ -411,6 +510,7 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
     let killed_at = pushing.elapsed();
     let answered_before_kill = *answered_count.borrow();
     let failed_before_kill = failed[KILLED].load(Ordering::SeqCst);
+    let killed_epoch = epoch_nanos();
     block_in_place(|| servers[KILLED].kill9());
     let down = Instant::now();
     // Clients see it gone before it comes back.
@@ -430,6 +530,14 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
     let downtime = down.elapsed();
     let back_at = epoch_nanos();
     let dead = std::mem::replace(&mut servers[KILLED], restarted);
+    // The late agents enroll now, with every instance up and running.
+    if mode == Mode::RoundRobin {
+        agents.extend(start_agents(
+            root,
+            HOSTS - LATE_AGENTS..HOSTS,
+            agent_address,
+        ));
+    }
 
     let mut deliveries = Vec::new();
     for pusher in pushers {
@@ -606,6 +714,56 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
         }
     }
 
+    // Nothing was lost but hand-outs whose answer died with the killed
+    // instance (the README's failover section).
+    let window = KILL_WINDOW.as_nanos();
+    for job in jobs.values().filter(|j| j.status == JobStatus::Lost) {
+        let claimed = job
+            .started_at
+            .map(|at| at.unix_timestamp_nanos() as u128)
+            .unwrap_or(0);
+        let at_the_kill = claimed + window >= killed_epoch && claimed <= killed_epoch + window;
+        let handed_out = job
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not running this job"));
+        if !(at_the_kill && handed_out) {
+            problems.push(format!(
+                "lost, and not a hand-out at the kill: {}",
+                witnesses.job(job)
+            ));
+        }
+    }
+
+    // Each agent registered once, and through the balancer no agent
+    // request was ever answered 404.
+    let registered = registrations(&witness).await;
+    for i in 0..HOSTS {
+        let count = registered.get(&host(i)).copied().unwrap_or(0);
+        if count != 1 {
+            problems.push(format!(
+                "{} registered {count} times:\n{}",
+                host(i),
+                witnesses.mentions("register")
+            ));
+        }
+    }
+    let agent_answers = balancer.as_ref().map(RoundRobin::agent_answers);
+    if let Some(answers) = &agent_answers {
+        let not_found: Vec<&String> = answers
+            .errors
+            .iter()
+            .filter(|e| e.ends_with("404 Not Found"))
+            .collect();
+        if !not_found.is_empty() {
+            problems.push(format!(
+                "{} agent requests were answered 404: {:?}",
+                not_found.len(),
+                not_found.iter().take(10).collect::<Vec<_>>()
+            ));
+        }
+    }
+
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for job in jobs.values() {
         *statuses.entry(job.status.to_string()).or_default() += 1;
@@ -615,11 +773,12 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
         .lines()
         .count();
     eprintln!(
-        "cluster proof: {} deliveries in {attempts} attempts ({duplicates} answered as duplicates; \
+        "cluster proof ({mode:?}): agents were answered {:?}; {} deliveries in {attempts} attempts ({duplicates} answered as duplicates; \
          failed attempts by instance {failures_by_instance:?}); {answered_before_kill} answered when \
          controller {KILLED} was killed at {killed_at:?}, back after {downtime:?}; all answered after \
          {pushed:?}, all final after {settled:?}; {} jobs {statuses:?}, {} runs on {} hosts; \
          {lost_handouts} hand-outs lost with the killed instance; total {:?}",
+        agent_answers.map(|a| a.by_status),
         deliveries.len(),
         jobs.len(),
         runs.len(),
@@ -645,9 +804,14 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
         "hosts that ran something: {:?}",
         by_host.keys().collect::<Vec<_>>()
     );
-    // The agents of the killed instance came back to it and deployed again.
-    let idle_after: Vec<String> = (KILLED..HOSTS)
-        .step_by(CONTROLLERS)
+    // The agents of the killed instance came back to it and deployed again;
+    // through the balancer, the late agents deployed.
+    let after_restart: Vec<usize> = match mode {
+        Mode::Direct => (KILLED..HOSTS).step_by(CONTROLLERS).collect(),
+        Mode::RoundRobin => (HOSTS - LATE_AGENTS..HOSTS).collect(),
+    };
+    let idle_after: Vec<String> = after_restart
+        .into_iter()
         .map(host)
         .filter(|h| {
             !by_host
@@ -657,8 +821,8 @@ async fn three_controllers_fifty_agents_five_hundred_webhooks_and_a_kill_9() {
         .collect();
     assert!(
         idle_after.is_empty(),
-        "hosts of controller {KILLED} that ran nothing after its restart: {idle_after:?}"
+        "hosts that ran nothing after controller {KILLED} restarted: {idle_after:?}"
     );
     drop(agents);
-    drop((servers, dead));
+    drop((servers, dead, balancer));
 }

@@ -7,6 +7,7 @@
 //! condition it can wait on.
 
 mod auth;
+mod balancer;
 mod client_deploy;
 mod client_errors;
 mod client_follow;
@@ -22,6 +23,7 @@ mod e2e_failures;
 mod help;
 mod logs;
 mod metrics;
+mod nginx;
 mod postgres;
 mod settings;
 mod signals;
