@@ -67,6 +67,8 @@ const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 struct Checker<'a> {
     origin: &'a str,
+    /// Reads the controller's environment (secrets named by apps.yaml).
+    env: &'a dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
 }
 
@@ -81,7 +83,11 @@ impl Checker<'_> {
     }
 }
 
-pub(crate) fn parse(text: &str, origin: &str) -> Result<Vec<App>, AppsError> {
+pub(crate) fn parse(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<App>, AppsError> {
     if text.trim().is_empty() {
         return Err(AppsError::Invalid(vec![Problem {
             file: origin.to_owned(),
@@ -105,6 +111,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Vec<App>, AppsError> {
 
     let mut checker = Checker {
         origin,
+        env,
         problems: Vec::new(),
     };
     let mut seen_names = HashSet::new();
@@ -199,8 +206,7 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
                 )
             })
             .and_then(|()| {
-                std::env::var(&var.value)
-                    .ok()
+                (c.env)(&var.value)
                     .filter(|v| !v.is_empty())
                     .ok_or_else(|| {
                         format!(

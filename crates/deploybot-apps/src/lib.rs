@@ -125,9 +125,20 @@ impl AppsConfig {
         Self::parse(&text, &origin)
     }
 
-    /// Validates `text`; `origin` names the file in error messages.
+    /// Validates `text`; `origin` names the file in error messages. Secrets
+    /// it names are read from the process environment.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AppsError> {
-        file::parse(text, origin).map(|apps| AppsConfig { apps })
+        Self::parse_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// [`parse`](Self::parse), reading the variables secrets are named by
+    /// from `env`.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, AppsError> {
+        file::parse(text, origin, env).map(|apps| AppsConfig { apps })
     }
 
     pub fn apps(&self) -> &[App] {

@@ -467,7 +467,7 @@ impl FromRequestParts<AppState> for Caller {
         state
             .auth
             .caller(
-                state.store.as_ref(),
+                state.queue.store(),
                 authorization,
                 client_address(parts, &state.trusted_proxies),
             )

@@ -5,11 +5,14 @@
 //! - [`Controller`]: opens the store, loads apps.yaml, binds the socket; `run`
 //!   serves until the shutdown future resolves.
 //! - `routes/`: one module per API resource; `routes::router` assembles them.
-//! - `webhook/`: GitHub signature verification and push parsing.
+//! - `webhook`: reading GitHub deliveries; `push_plan`: what a push deploys
+//!   (a pure decision).
 //! - `presence`: agents' last-seen times (soft state, saved in batches).
 //! - `dispatch`: which hosts may have pending jobs or cancels, and the
 //!   long-polls waiting for them.
 //! - `live`: the broadcast behind the SSE log stream.
+//! - `queue`: the domain layer: every state change and what follows it
+//!   (dispatch hints, live events, metrics, audit), also other instances'.
 //! - `maintenance`: saving heartbeats, expiring leases, pruning logs.
 //! - `error`: the one error type and the extractors that use it.
 //! - `request_id`, `trace`: every request's id and span; W3C trace context
@@ -19,9 +22,7 @@
 //! [`deploybot_store::Store`]; in-memory structures are hints or caches
 //! rebuilt from the store at start.
 
-mod audit;
 mod auth;
-mod cluster;
 mod dispatch;
 mod error;
 mod http_metrics;
@@ -30,6 +31,8 @@ mod maintenance;
 mod metrics;
 mod openapi;
 mod presence;
+mod push_plan;
+mod queue;
 mod request_id;
 mod routes;
 mod serve;
@@ -54,6 +57,7 @@ pub use settings::{Settings, SettingsError, SettingsLayer};
 
 use dispatch::Dispatch;
 use presence::Presence;
+use queue::Queue;
 use state::{AppState, AppsHandle};
 
 /// Why the controller could not start.
@@ -177,11 +181,11 @@ impl Controller {
             database = %deploybot_store::redact_url(&settings.database_url),
             "controller ready"
         );
-        let auth = auth::Auth::new(
+        let auth = Arc::new(auth::Auth::new(
             settings.insecure_no_auth,
             settings.admin_token.as_ref(),
             settings.enrollment_token.as_ref(),
-        );
+        ));
         let bootstrap_admin_token = if settings.insecure_no_auth {
             tracing::warn!(
                 "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach {} can deploy, cancel and read everything. Use this for local experiments only.",
@@ -192,15 +196,21 @@ impl Controller {
             bootstrap_admin(store.as_ref(), &auth).await?
         };
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let state = AppState::new(state::Shared {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let queue = Queue::new(
             store,
+            Dispatch::new(pending, cancels),
+            Presence::new(&agents),
+            metrics.clone(),
+            auth.clone(),
+        );
+        let state = AppState::new(state::Shared {
+            queue: Arc::new(queue),
             auth,
-            metrics: Arc::new(metrics::Metrics::default()),
+            metrics,
             metrics_auth: settings.metrics_auth,
             metrics_elsewhere: settings.metrics_listen.is_some(),
             apps: Arc::new(AppsHandle::new(apps)),
-            presence: Arc::new(Presence::new(&agents)),
-            dispatch: Arc::new(Dispatch::new(pending, cancels)),
             webhook_secrets: settings
                 .webhook_secret
                 .into_iter()
@@ -208,7 +218,6 @@ impl Controller {
                 .collect(),
             trusted_proxies: settings.trusted_proxies,
             lease_timeout: settings.lease_timeout,
-            live: live::Live::default(),
             stopping,
         });
         #[cfg(unix)]
@@ -281,8 +290,8 @@ impl Controller {
             self.retention,
             stopping.clone(),
         ));
-        tokio::spawn(cluster::follow(
-            self.state.clone(),
+        tokio::spawn(queue::follow(
+            self.state.queue.clone(),
             self.events,
             stopping.clone(),
         ));
@@ -318,7 +327,7 @@ impl Controller {
             let _ = stop.send(true);
             // After `stopping` is set: a long-poll woken here, or arming
             // its wake-up later, sees it and answers.
-            state.dispatch.wake_all();
+            state.queue.stopping();
         })
         .await;
         let _ = maintenance.await;
@@ -362,18 +371,9 @@ async fn reload_on_sighup(
                 "failed: the file is invalid; the previous config stays".to_owned()
             }
         };
-        let audit = state
-            .store
-            .record_audit(deploybot_store::NewAudit {
-                actor: "controller".to_owned(),
-                action: "reload_config".to_owned(),
-                target: path.display().to_string(),
-                address: None,
-                result,
-            })
+        state
+            .queue
+            .audit_controller("reload_config", path.display().to_string(), result)
             .await;
-        if let Err(err) = audit {
-            tracing::error!(error = %err, "cannot record the reload in the audit log");
-        }
     }
 }

@@ -82,7 +82,7 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
 /// Whether this instance leads now; `was` is what it last found, to log
 /// the changes. A database error counts as not leading: the work waits.
 async fn lead(state: &AppState, was: bool) -> bool {
-    let leading = match state.store.try_lead().await {
+    let leading = match state.queue.store().try_lead().await {
         Ok(leading) => leading,
         Err(err) => {
             tracing::warn!(error = %err, "cannot tell whether this instance leads; will retry");
@@ -100,12 +100,13 @@ async fn lead(state: &AppState, was: bool) -> bool {
 }
 
 async fn save_heartbeats(state: &AppState) {
-    let beats = state.presence.take_unsaved();
+    let presence = state.queue.presence();
+    let beats = presence.take_unsaved();
     if !beats.is_empty()
-        && let Err(err) = state.store.save_heartbeats(beats.clone()).await
+        && let Err(err) = state.queue.store().save_heartbeats(beats.clone()).await
     {
         tracing::warn!(error = %err, "could not save heartbeats; will retry");
-        state.presence.unsaved_again(beats);
+        presence.unsaved_again(beats);
     }
 }
 
@@ -115,15 +116,8 @@ async fn expire_leases(state: &AppState) {
         "agent lost: no heartbeat for {}",
         humantime::format_duration(state.lease_timeout)
     );
-    match state.store.expire_leases(silent_since, reason).await {
-        Ok(lost) => {
-            for job in lost {
-                tracing::warn!(job = %job.id, host = %job.host, agent = ?job.assigned_agent, "job lost: its agent went silent");
-                state.metrics.lease_expiries.inc();
-                state.job_lost(&job);
-            }
-        }
-        Err(err) => tracing::warn!(error = %err, "could not expire leases; will retry"),
+    if let Err(err) = state.queue.expire_leases(silent_since, reason).await {
+        tracing::warn!(error = %err, "could not expire leases; will retry");
     }
 }
 
@@ -131,7 +125,8 @@ async fn prune_logs(state: AppState, retention: Retention) {
     let keep_since =
         OffsetDateTime::now_utc() - Duration::from_secs(u64::from(retention.keep_days) * 86_400);
     match state
-        .store
+        .queue
+        .store()
         .prune_logs(retention.keep_jobs, keep_since)
         .await
     {

@@ -4,12 +4,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use deploybot_apps::AppsConfig;
-use deploybot_store::Store;
 
 use crate::auth::Auth;
-use crate::dispatch::Dispatch;
-use crate::live::Live;
-use crate::presence::Presence;
+use crate::queue::Queue;
 use crate::settings::Secret;
 
 /// Cheap to clone and small: one `Arc`. Every held long-poll keeps a copy
@@ -32,36 +29,23 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub auth: Auth,
+    /// Every state change goes through it; reads through `queue.store()`.
+    pub queue: Arc<Queue>,
+    pub auth: Arc<Auth>,
     pub metrics: crate::metrics::SharedMetrics,
     /// `/metrics` needs a read token.
     pub metrics_auth: bool,
     /// `/metrics` is served on its own address, not with the API.
     pub metrics_elsewhere: bool,
     pub apps: Arc<AppsHandle>,
-    pub presence: Arc<Presence>,
-    pub dispatch: Arc<Dispatch>,
     /// Webhook HMAC keys: the current secret, then the previous one.
     pub webhook_secrets: Vec<Secret>,
     /// Reverse proxies whose `X-Forwarded-For` names the real client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Agents silent this long are offline and lose their running job.
     pub lease_timeout: Duration,
-    pub live: Live,
     /// Becomes `true` when the controller stops: held long-polls and streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// A running job became `lost` without its agent's report (the agent
-    /// restarted, was revoked, went silent, or never got the job): count it,
-    /// show it on the live streams, and free its host for the next job.
-    pub fn job_lost(&self, job: &deploybot_wire::Job) {
-        self.metrics.job_finished(job);
-        self.live.job_changed(job);
-        self.dispatch.job_enqueued(&job.host);
-    }
 }
 
 /// The current apps.yaml, swapped whole on reload.

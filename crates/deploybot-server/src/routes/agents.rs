@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_store::{Claim, HeldJobs, NewRegistration, StoreError};
+use deploybot_store::{NewRegistration, StoreError};
 use deploybot_wire::{
     Agent, AgentStatus, ErrorBody, HeartbeatRequest, HeartbeatResponse, Job, RegisterAgentRequest,
     RegisteredAgent, names,
@@ -13,9 +13,9 @@ use futures_util::future::Either;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::audit::audit;
 use crate::auth::{self, Address, Caller};
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::queue::{Actor, Queue};
 use crate::state::AppState;
 
 const MAX_CAPABILITIES: usize = 64;
@@ -62,40 +62,27 @@ pub async fn register(
         _ => None,
     };
     let registered = state
-        .store
-        .register_agent(NewRegistration {
-            new_id: uuid::Uuid::now_v7().to_string(),
-            hostname: request.hostname,
-            capabilities: request.capabilities,
-            token_hash: auth::hash_token(&token),
-            use_enrollment_token: single_use.clone(),
-        })
+        .queue
+        .register(
+            NewRegistration {
+                new_id: uuid::Uuid::now_v7().to_string(),
+                hostname: request.hostname,
+                capabilities: request.capabilities,
+                token_hash: auth::hash_token(&token),
+                use_enrollment_token: single_use,
+            },
+            &Actor::new(&caller, address),
+        )
         .await
         .map_err(|err| match err {
             // Raced another registration for the same single-use token.
             StoreError::Conflict(why) => ApiError::unauthorized("invalid_token", why),
             other => other.into(),
         })?;
-    if let Some(used) = single_use {
-        state.auth.forget_token(&used);
-    }
-    let agent = registered.agent;
-    state.auth.forget_agent(&agent.id);
-    state.presence.registered(&agent);
-    audit(
-        &state,
-        &caller,
-        "register",
-        format!("agent {} ({})", agent.id, agent.hostname),
-        address,
-    )
-    .await;
-    for job in &registered.lost {
-        tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");
-        state.job_lost(job);
-    }
-    tracing::info!(agent = %agent.id, host = %agent.hostname, by = %caller.actor(), "agent registered");
-    Ok(Json(RegisteredAgent { agent, token }))
+    Ok(Json(RegisteredAgent {
+        agent: registered.agent,
+        token,
+    }))
 }
 
 /// Revoke an agent (admin).
@@ -123,24 +110,10 @@ pub async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<Job>>, ApiError> {
     caller.require_admin()?;
-    let lost = state.store.revoke_agent(id.clone()).await?;
-    state.auth.forget_agent(&id);
-    // Its held long-poll, if any, wakes and finds it revoked.
-    if let Some(host) = state.presence.revoked(&id) {
-        state.dispatch.job_enqueued(&host);
-    }
-    for job in &lost {
-        state.job_lost(job);
-    }
-    audit(
-        &state,
-        &caller,
-        "revoke_agent",
-        format!("agent {id}"),
-        address,
-    )
-    .await;
-    tracing::warn!(agent = %id, by = %caller.actor(), "agent revoked");
+    let lost = state
+        .queue
+        .revoke_agent(id, &Actor::new(&caller, address))
+        .await?;
     Ok(Json(lost))
 }
 
@@ -189,31 +162,21 @@ pub fn heartbeat(
         Ok(beat) => beat,
         Err(err) => return Either::Right(std::future::ready(Err(err))),
     };
-    match state.presence.beat(&id, beat.status) {
+    match state.queue.presence().beat(&id, beat.status) {
         Some(host) => Either::Left(Either::Left(wait_for_work(state, id, host, beat))),
         // Boxed: once per agent and instance, and its future would
         // otherwise enlarge every held one.
         None => Either::Left(Either::Right(Box::pin(async move {
-            let host = learn_agent(&state, &id, beat.status).await?;
+            let host = state
+                .queue
+                .heartbeat_of_unknown(&id, beat.status)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("agent {id} is not registered; register again"))
+                })?;
             wait_for_work(state, id, host, beat).await
         }))),
     }
-}
-
-/// An agent this instance does not hold in memory: registered through
-/// another instance sharing the database (behind a balancer, an agent's
-/// requests reach them all). Looks it up, keeps it and records the beat;
-/// 404 only for an agent the database does not know (or revoked).
-async fn learn_agent(state: &AppState, id: &str, status: AgentStatus) -> Result<String, ApiError> {
-    let not_registered =
-        || ApiError::not_found(format!("agent {id} is not registered; register again"));
-    let agent = state
-        .store
-        .agent(id.to_owned())
-        .await?
-        .ok_or_else(not_registered)?;
-    state.presence.registered(&agent);
-    state.presence.beat(id, status).ok_or_else(not_registered)
 }
 
 /// Answers an accepted heartbeat: at once, or when work arrives for its
@@ -229,17 +192,18 @@ fn wait_for_work(
     mut beat: Accepted,
 ) -> impl Future<Output = Result<Json<HeartbeatResponse>, ApiError>> + Send {
     async move {
+        let queue = &state.queue;
         if let Some(running) = beat.running.take()
-            && state.presence.held_check_due(&id, &running)
+            && queue.presence().held_check_due(&id, &running)
         {
             // Boxed: rare, and its future would otherwise enlarge every held one.
-            Box::pin(free_unheld_jobs(&state, &id, &host, running, beat.arrived)).await?;
+            Box::pin(queue.free_unheld_jobs(&id, &host, running, beat.arrived)).await?;
         }
         let deadline = tokio::time::Instant::now() + beat.wait;
         // Counted while this request is held (dropped when it answers).
         let _held = (!beat.wait.is_zero())
             .then(|| crate::metrics::Held::new(&state.metrics.long_polls_held));
-        let wake = state.dispatch.waiter(&host);
+        let wake = queue.dispatch().waiter(&host);
         loop {
             let woken = wake.notified();
             tokio::pin!(woken);
@@ -248,10 +212,10 @@ fn wait_for_work(
             // A stopping controller answers every held long-poll (and
             // wakes them to do so).
             let waited_out = tokio::time::Instant::now() >= deadline || *state.stopping.borrow();
-            if let Some(answer) = answer_now(&state, &id, &host, beat.draining, waited_out).await? {
+            if let Some(answer) = answer_now(queue, &id, &host, beat.draining, waited_out).await? {
                 // Held for a while: the agent was there all along.
                 if !beat.wait.is_zero() {
-                    state.presence.beat(&id, beat.status);
+                    queue.presence().beat(&id, beat.status);
                 }
                 return Ok(Json(answer));
             }
@@ -312,24 +276,24 @@ fn accept_heartbeat(
 /// The heartbeat's answer if it has one now: a job, cancels, or (when the
 /// wait is over) an empty one. `None` means keep waiting.
 async fn answer_now(
-    state: &AppState,
+    queue: &Queue,
     id: &str,
     host: &str,
     draining: bool,
     waited_out: bool,
 ) -> Result<Option<HeartbeatResponse>, ApiError> {
     // Revoked while this request was held: it gets nothing more.
-    if !state.presence.knows(id) {
+    if !queue.knows_agent(id) {
         return Err(ApiError::unauthorized(
             "invalid_token",
             format!("agent {id} was revoked; register again"),
         ));
     }
-    let cancel = cancels_for(state, host).await?;
+    let cancel = queue.cancels_for(host).await?;
     let job = if draining {
         None
     } else {
-        claim_for(state, id, host).await?
+        queue.claim(id, host).await?
     };
     Ok(
         (job.is_some() || !cancel.is_empty() || waited_out).then_some(HeartbeatResponse {
@@ -338,76 +302,6 @@ async fn answer_now(
             cancel,
         }),
     )
-}
-
-/// Frees the host's job leased to this agent if the agent does not list it
-/// as running: the answer that handed it out never reached the agent (its
-/// controller died, or the connection broke), or the agent restarted
-/// without registering again. Otherwise the job would stay `running`, its
-/// lease renewed by the agent's heartbeats, and block the host for good.
-async fn free_unheld_jobs(
-    state: &AppState,
-    agent: &str,
-    host: &str,
-    running: Vec<String>,
-    arrived: time::OffsetDateTime,
-) -> Result<(), ApiError> {
-    let lost = state
-        .store
-        .lose_unheld_jobs(HeldJobs {
-            agent_id: agent.to_owned(),
-            host: host.to_owned(),
-            running,
-            claimed_before: arrived,
-            reason: "agent lost: the agent is not running this job (the answer that handed it out never reached it, or it restarted)".to_owned(),
-        })
-        .await?;
-    for job in &lost {
-        tracing::warn!(job = %job.id, agent = %agent, "job lost: its agent does not have it");
-        state.job_lost(job);
-    }
-    Ok(())
-}
-
-/// Claims the host's next job, if the dispatch hint says there may be one.
-async fn claim_for(state: &AppState, agent: &str, host: &str) -> Result<Option<Job>, ApiError> {
-    let Some(mark) = state.dispatch.check(host) else {
-        return Ok(None);
-    };
-    match state
-        .store
-        .claim_job(agent.to_owned(), host.to_owned())
-        .await?
-    {
-        Claim::Job(job) => {
-            // Also a moment of the job's own trace (with OpenTelemetry):
-            // when, and to which agent, it went.
-            let span =
-                tracing::info_span!("hand_out_job", job = %job.id, agent = %agent, host = %host);
-            crate::trace::continue_trace(&span, job.traceparent.as_deref());
-            span.in_scope(|| tracing::info!("job handed out"));
-            state.live.job_changed(&job);
-            state.metrics.job_started(&job);
-            Ok(Some(*job))
-        }
-        Claim::HostBusy => Ok(None),
-        Claim::NothingPending => {
-            state.dispatch.found_nothing(host, mark);
-            Ok(None)
-        }
-    }
-}
-
-/// The host's running jobs someone asked to cancel.
-async fn cancels_for(state: &AppState, host: &str) -> Result<Vec<String>, ApiError> {
-    if !state.dispatch.may_cancel(host) {
-        return Ok(Vec::new());
-    }
-    let ids = state.store.cancel_requests(host.to_owned()).await?;
-    if ids.is_empty() {
-        state.dispatch.cancels_handled(host);
-    }
-    Ok(ids)
 }
 
 /// Every registered agent.
@@ -422,9 +316,9 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<Vec<Agent>>, ApiError> {
     caller.require_read()?;
-    let mut agents = state.store.agents().await?;
+    let mut agents = state.queue.store().agents().await?;
     for agent in &mut agents {
-        state.presence.refresh(agent, state.lease_timeout);
+        state.queue.presence().refresh(agent, state.lease_timeout);
     }
     Ok(Json(agents))
 }

@@ -42,6 +42,6 @@ pub async fn list(
     caller.require_admin()?;
     let limit = super::limit(query.limit, 100, 1000)?;
     Ok(Json(AuditResponse {
-        entries: state.store.audit(limit, query.before).await?,
+        entries: state.queue.store().audit(limit, query.before).await?,
     }))
 }

@@ -36,5 +36,5 @@ pub async fn list(
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    Ok(Json(state.store.deliveries(limit).await?))
+    Ok(Json(state.queue.store().deliveries(limit).await?))
 }

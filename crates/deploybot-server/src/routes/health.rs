@@ -63,7 +63,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
 }
 
 async fn database_ok(state: &AppState) -> bool {
-    match state.store.ping().await {
+    match state.queue.store().ping().await {
         Ok(()) => true,
         Err(err) => {
             tracing::warn!(error = %err, "database unreachable");
@@ -122,12 +122,12 @@ pub async fn status(
     caller: Caller,
 ) -> Result<Json<StatusResponse>, ApiError> {
     caller.require_read()?;
-    let mut agents = state.store.agents().await?;
+    let mut agents = state.queue.store().agents().await?;
     for agent in &mut agents {
-        state.presence.refresh(agent, state.lease_timeout);
+        state.queue.presence().refresh(agent, state.lease_timeout);
     }
     let count = |status: JobStatus, limit: u32| {
-        state.store.jobs(JobFilter {
+        state.queue.store().jobs(JobFilter {
             status: Some(status),
             limit,
             ..JobFilter::default()

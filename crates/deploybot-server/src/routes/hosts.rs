@@ -23,17 +23,18 @@ pub async fn list(
 ) -> Result<Json<HostsResponse>, ApiError> {
     caller.require_read()?;
     let apps = state.apps.get();
-    let mut agents = state.store.agents().await?;
+    let mut agents = state.queue.store().agents().await?;
     let mut by_host = BTreeMap::new();
     for host in apps.hosts() {
         by_host.insert(host.to_owned(), None);
     }
     for agent in &mut agents {
-        state.presence.refresh(agent, state.lease_timeout);
+        state.queue.presence().refresh(agent, state.lease_timeout);
         by_host.insert(agent.hostname.clone(), Some(agent.clone()));
     }
     let jobs = state
-        .store
+        .queue
+        .store()
         .host_jobs(by_host.keys().cloned().collect())
         .await?;
     let hosts = jobs

@@ -10,11 +10,12 @@ use deploybot_wire::{
 };
 use serde::Deserialize;
 use tracing::{Instrument, Span};
+
 use utoipa::IntoParams;
 
-use crate::audit::audit;
 use crate::auth::{Address, Caller, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::queue::Actor;
 use crate::state::AppState;
 use crate::trace;
 
@@ -109,17 +110,9 @@ pub async fn create(
         traceparent: None,
     };
     let span = creation_span(&mut job);
-    async move {
-        let enqueued = state.store.enqueue(job).await?;
-        if enqueued.created {
-            let job = &enqueued.job;
-            let target = format!("job {} ({} on {})", job.id, job.app, job.host);
-            audit(&state, &caller, "deploy", target, address).await;
-        }
-        Ok(answer_enqueued(&state, enqueued))
-    }
-    .instrument(span)
-    .await
+    let by = Actor::new(&caller, address);
+    let enqueued = state.queue.deploy(job, &by).instrument(span).await?;
+    Ok(answer_enqueued(enqueued))
 }
 
 /// The span of creating `job`, a child of the request's: its trace context
@@ -147,7 +140,8 @@ async fn require_deploy_of_job(
 ) -> Result<(), ApiError> {
     if caller.deploys_only_some_apps() {
         let job = state
-            .store
+            .queue
+            .store()
             .job(id.to_owned())
             .await?
             .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
@@ -157,17 +151,10 @@ async fn require_deploy_of_job(
     }
 }
 
-/// 201 with a new job (whose host is marked and woken), or 200 with the
-/// identical open job that was returned instead. Called in the job's
-/// creation span.
-fn answer_enqueued(state: &AppState, enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
+/// 201 with a new job, or 200 with the identical open job that was
+/// returned instead.
+fn answer_enqueued(enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
     let status = if enqueued.created {
-        state.dispatch.job_enqueued(&enqueued.job.host);
-        state
-            .metrics
-            .job_created(&enqueued.job.app, enqueued.job.source.as_str());
-        // The ids are the creation span's.
-        tracing::info!("job queued");
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -211,7 +198,8 @@ pub async fn list(
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let jobs = state
-        .store
+        .queue
+        .store()
         .jobs(JobFilter {
             status: query.status,
             host: query.host,
@@ -241,7 +229,8 @@ pub async fn get(
 ) -> Result<Json<JobResponse>, ApiError> {
     caller.require_read()?;
     let job = state
-        .store
+        .queue
+        .store()
         .job(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
@@ -293,8 +282,8 @@ pub async fn report_status(
         text
     });
     let outcome = state
-        .store
-        .report_status(
+        .queue
+        .report(
             id.clone(),
             StatusReport {
                 status: request.status,
@@ -306,17 +295,7 @@ pub async fn report_status(
         )
         .await?;
     let (status, updated) = match outcome {
-        ReportOutcome::Updated(job) => {
-            if job.status.is_final() {
-                state.metrics.job_finished(&job);
-            }
-            tracing::info!(job = %id, agent = job.assigned_agent.as_deref(), status = %job.status, "job finished");
-            state.live.job_changed(&job);
-            // The host is free: a long-poll of its agent held meanwhile can
-            // take the next pending job now instead of at the end of its wait.
-            state.dispatch.job_enqueued(&job.host);
-            (job.status, true)
-        }
+        ReportOutcome::Updated(job) => (job.status, true),
         ReportOutcome::Unchanged(status) => (status, false),
     };
     Ok(Json(UpdateJobStatusResponse {
@@ -349,17 +328,10 @@ pub async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobResponse>, ApiError> {
     require_deploy_of_job(&state, &caller, &id).await?;
-    let job = state.store.cancel_job(id).await?;
-    let target = format!("job {} ({} on {})", job.id, job.app, job.host);
-    audit(&state, &caller, "cancel", target, address).await;
-    if job.status == JobStatus::Running {
-        state.dispatch.cancel_requested(&job.host);
-        tracing::info!(job = %job.id, host = %job.host, "cancel requested");
-    } else {
-        state.live.job_changed(&job);
-        state.metrics.job_finished(&job);
-        tracing::info!(job = %job.id, "job cancelled before it ran");
-    }
+    let job = state
+        .queue
+        .cancel(id, &Actor::new(&caller, address))
+        .await?;
     Ok(Json(JobResponse { job, created: None }))
 }
 
@@ -392,20 +364,13 @@ pub async fn retry(
         retry_of = %id,
     );
     let traceparent = trace::traceparent(&span);
-    async move {
-        let enqueued = state
-            .store
-            .retry_job(id.clone(), new_id, traceparent)
-            .await?;
-        let span = Span::current();
-        span.record("app", enqueued.job.app.as_str());
-        span.record("host", enqueued.job.host.as_str());
-        if enqueued.created {
-            let target = format!("job {id} → new attempt {}", enqueued.job.id);
-            audit(&state, &caller, "retry", target, address).await;
-        }
-        Ok(answer_enqueued(&state, enqueued))
-    }
-    .instrument(span)
-    .await
+    let by = Actor::new(&caller, address);
+    let enqueued = state
+        .queue
+        .retry(id, new_id, traceparent, &by)
+        .instrument(span.clone())
+        .await?;
+    span.record("app", enqueued.job.app.as_str());
+    span.record("host", enqueued.job.host.as_str());
+    Ok(answer_enqueued(enqueued))
 }

@@ -73,7 +73,8 @@ pub async fn append(
         )));
     }
     let appended = state
-        .store
+        .queue
+        .store()
         .append_logs(id, agent_id, request.lease, request.lines)
         .await?;
     Ok(Json(AppendLogsResponse {
@@ -110,11 +111,12 @@ pub async fn page(
 ) -> Result<Json<JobLogsResponse>, ApiError> {
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
-    if state.store.job(id.clone()).await?.is_none() {
+    if state.queue.store().job(id.clone()).await?.is_none() {
         return Err(ApiError::not_found(format!("job {id} not found")));
     }
     let lines = state
-        .store
+        .queue
+        .store()
         .job_logs(id.clone(), query.after.unwrap_or(0), limit)
         .await?;
     let next_after = (lines.len() == limit as usize)
@@ -191,16 +193,16 @@ pub async fn stream(
     };
     // Subscribe before reading the database, so no line falls in between.
     let feeds = Feeds {
-        logs: state.store.log_feed(),
-        statuses: state.live.subscribe(),
+        logs: state.queue.store().log_feed(),
+        statuses: state.queue.live().subscribe(),
     };
     let start = match (resume, &query.job_id) {
         (Some(after), _) => after,
         (None, Some(_)) => 0,
-        (None, None) => state.store.last_log_id().await?,
+        (None, None) => state.queue.store().last_log_id().await?,
     };
     if let Some(job_id) = &query.job_id
-        && state.store.job(job_id.clone()).await?.is_none()
+        && state.queue.store().job(job_id.clone()).await?.is_none()
     {
         return Err(ApiError::not_found(format!("job {job_id} not found")));
     }
@@ -350,7 +352,8 @@ async fn catch_up(
 ) -> bool {
     loop {
         let page = match state
-            .store
+            .queue
+            .store()
             .logs_since(*last, filter.clone(), DEFAULT_PAGE)
             .await
         {
@@ -376,7 +379,7 @@ async fn catch_up(
 /// been sent yet.
 async fn finished_job(state: &AppState, query: &StreamQuery, final_sent: bool) -> Option<Job> {
     let job_id = query.job_id.as_ref().filter(|_| !final_sent)?;
-    match state.store.job(job_id.clone()).await {
+    match state.queue.store().job(job_id.clone()).await {
         Ok(Some(job)) if job.status.is_final() => Some(job),
         _ => None,
     }

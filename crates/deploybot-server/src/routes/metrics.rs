@@ -56,10 +56,10 @@ pub async fn metrics_only(
 /// Gauges that describe state are read when scraped: right after a
 /// restart, and the same on every instance.
 async fn refresh_state_gauges(state: &AppState) -> Result<(), ApiError> {
-    let mut agents = state.store.agents().await?;
+    let mut agents = state.queue.store().agents().await?;
     let (mut online, mut offline) = (0, 0);
     for agent in &mut agents {
-        state.presence.refresh(agent, state.lease_timeout);
+        state.queue.presence().refresh(agent, state.lease_timeout);
         if agent.status == AgentStatus::Offline {
             offline += 1;
         } else {
@@ -79,7 +79,8 @@ async fn refresh_state_gauges(state: &AppState) -> Result<(), ApiError> {
     agent_gauge("offline", offline);
 
     let pending = state
-        .store
+        .queue
+        .store()
         .jobs(JobFilter {
             status: Some(JobStatus::Pending),
             limit: 1000,

@@ -9,9 +9,9 @@ use deploybot_wire::{
 };
 use time::OffsetDateTime;
 
-use crate::audit::audit;
 use crate::auth::{self, Address, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::queue::Actor;
 use crate::state::AppState;
 
 const MAX_NAME_LEN: usize = 64;
@@ -86,25 +86,22 @@ pub async fn create(
         auth::API_PREFIX
     };
     let token = auth::new_token(prefix);
+    let by = Actor::new(&caller, address);
     let info = state
-        .store
-        .create_token(NewToken {
-            id: auth::new_token_id(),
-            hash: auth::hash_token(&token),
-            name: name.to_owned(),
-            role: request.role,
-            apps: request.apps,
-            single_use: request.single_use,
-            expires_at,
-        })
+        .queue
+        .create_token(
+            NewToken {
+                id: auth::new_token_id(),
+                hash: auth::hash_token(&token),
+                name: name.to_owned(),
+                role: request.role,
+                apps: request.apps,
+                single_use: request.single_use,
+                expires_at,
+            },
+            &by,
+        )
         .await?;
-    let target = format!(
-        "token {} ({}, role {})",
-        info.id,
-        info.name,
-        info.role.as_str()
-    );
-    audit(&state, &caller, "create_token", target, address).await;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
 }
 
@@ -126,7 +123,7 @@ pub async fn list(
 ) -> Result<Json<TokensResponse>, ApiError> {
     caller.require_admin()?;
     Ok(Json(TokensResponse {
-        tokens: state.store.tokens().await?,
+        tokens: state.queue.store().tokens().await?,
     }))
 }
 
@@ -152,9 +149,9 @@ pub async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
     caller.require_admin()?;
-    let info = state.store.revoke_token(id.clone()).await?;
-    state.auth.forget_token(&id);
-    let target = format!("token {} ({})", info.id, info.name);
-    audit(&state, &caller, "revoke_token", target, address).await;
+    let info = state
+        .queue
+        .revoke_token(id, &Actor::new(&caller, address))
+        .await?;
     Ok(Json(info))
 }

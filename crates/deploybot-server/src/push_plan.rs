@@ -1,0 +1,283 @@
+//! What a push deploys: a pure decision over apps.yaml, the secret that
+//! signed the delivery and the fields of its payload. No I/O: the webhook
+//! handler records what this decides.
+
+use deploybot_apps::{App, AppSecret, AppsConfig, Skipped};
+use deploybot_store::NewJob;
+use deploybot_wire::{DeliveryVerdict, JobSource, names};
+
+use crate::webhook::{self, Payload};
+
+/// Which secret a delivery was signed with, which decides the apps it may
+/// deploy: the global secret deploys apps without their own; an app's own
+/// secret deploys the apps that share it.
+#[derive(Debug, Clone)]
+pub enum SignedBy {
+    Global,
+    App(AppSecret),
+}
+
+impl SignedBy {
+    fn may_deploy(&self, app: &App) -> bool {
+        match self {
+            SignedBy::Global => app.webhook_secret.is_none(),
+            SignedBy::App(secret) => app.webhook_secret.as_ref() == Some(secret),
+        }
+    }
+}
+
+/// The decision on one push delivery.
+#[derive(Debug)]
+pub struct PushPlan {
+    pub verdict: DeliveryVerdict,
+    /// Why, in a sentence: what it deploys, or why nothing.
+    pub message: String,
+    /// One job per host of every app it deploys.
+    pub jobs: Vec<NewJob>,
+}
+
+/// A push that cannot be planned: its payload lacks what a push has.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadPush(pub String);
+
+/// Decides what a delivery of GitHub `event` deploys: a push its apps; a
+/// ping or any other event nothing.
+pub fn plan_delivery(
+    apps: &AppsConfig,
+    signed_by: &SignedBy,
+    event: &str,
+    payload: &Payload,
+    delivery_id: &str,
+) -> Result<PushPlan, BadPush> {
+    let nothing = |verdict, message| PushPlan {
+        verdict,
+        message,
+        jobs: Vec::new(),
+    };
+    match event {
+        "push" => plan_push(apps, signed_by, payload, delivery_id),
+        "ping" => Ok(nothing(
+            DeliveryVerdict::Ping,
+            "pong: the webhook is set up".to_owned(),
+        )),
+        other => Ok(nothing(
+            DeliveryVerdict::IgnoredEvent,
+            format!("event {other:?} ignored: only push events deploy"),
+        )),
+    }
+}
+
+/// Decides what the push in `payload` (delivery `delivery_id`) deploys.
+fn plan_push(
+    apps: &AppsConfig,
+    signed_by: &SignedBy,
+    payload: &Payload,
+    delivery_id: &str,
+) -> Result<PushPlan, BadPush> {
+    let (Some(repo), Some(git_ref)) = (
+        payload.repository.as_ref().map(|r| &r.full_name),
+        &payload.git_ref,
+    ) else {
+        return Err(BadPush(
+            "push payload lacks repository.full_name or ref".to_owned(),
+        ));
+    };
+    names::check_repo(repo).map_err(BadPush)?;
+    names::check_ref(git_ref).map_err(BadPush)?;
+    if payload.deleted {
+        return Ok(PushPlan {
+            verdict: DeliveryVerdict::Deleted,
+            message: format!("{git_ref} was deleted: nothing to deploy"),
+            jobs: Vec::new(),
+        });
+    }
+    // GitHub sends 40 zeros as `after` only for deletions; anything else that
+    // is not a SHA is dropped rather than trusted.
+    let sha = payload
+        .after
+        .clone()
+        .filter(|sha| names::check_sha(sha).is_ok());
+
+    let mut plan = apps.plan_push(repo, git_ref);
+    plan.targets.retain(|app| {
+        let allowed = signed_by.may_deploy(app);
+        if !allowed {
+            plan.skipped.push(Skipped {
+                app: app.name.clone(),
+                reason: "the delivery was not signed with this app's webhook secret".to_owned(),
+            });
+        }
+        allowed
+    });
+    if plan.targets.is_empty() {
+        return Ok(PushPlan {
+            verdict: DeliveryVerdict::NoMatch,
+            message: plan.no_match_reason(repo, git_ref),
+            jobs: Vec::new(),
+        });
+    }
+
+    let metadata = serde_json::json!({
+        "pusher": payload.pusher.as_ref().and_then(|p| p.name.clone()),
+        "message": payload.head_commit.as_ref().and_then(|c| c.message.as_deref()).map(webhook::headline),
+        "compare": payload.compare,
+    });
+    let mut jobs = Vec::new();
+    let mut deployed = Vec::new();
+    for app in &plan.targets {
+        deployed.push(format!("{} → {}", app.name, app.hosts.join(", ")));
+        for host in &app.hosts {
+            jobs.push(NewJob {
+                id: uuid::Uuid::now_v7().to_string(),
+                app: app.name.clone(),
+                repo: app.repo.clone(),
+                git_ref: git_ref.clone(),
+                sha: sha.clone(),
+                host: host.clone(),
+                metadata: metadata.clone(),
+                source: JobSource::Webhook,
+                delivery_id: Some(delivery_id.to_owned()),
+                deploy: app.deploy.clone(),
+                attempt: 1,
+                retry_of: None,
+                traceparent: None,
+            });
+        }
+    }
+    let short_sha = sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?");
+    let mut message = format!(
+        "queued {} job(s) for {git_ref}@{short_sha}: {}",
+        jobs.len(),
+        deployed.join("; ")
+    );
+    for skipped in &plan.skipped {
+        message.push_str(&format!(
+            "; app {} skipped: {}",
+            skipped.app, skipped.reason
+        ));
+    }
+    Ok(PushPlan {
+        verdict: DeliveryVerdict::Queued,
+        message,
+        jobs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::{Commit, Pusher, Repository};
+
+    const APPS: &str = r#"
+apps:
+  - name: web
+    repo: acme/web
+    hosts: [web-01, web-02]
+    branches: [main]
+    deploy: {command: [./deploy.sh]}
+  - name: billing
+    repo: acme/web
+    hosts: [billing-01]
+    branches: [main]
+    webhook_secret_env: BILLING_SECRET_FOR_TESTS
+    deploy: {command: [./deploy.sh]}
+"#;
+
+    fn apps() -> AppsConfig {
+        let env = |name: &str| {
+            (name == "BILLING_SECRET_FOR_TESTS").then(|| "billing-secret-123456".to_owned())
+        };
+        AppsConfig::parse_with_env(APPS, "apps.yaml", &env).unwrap()
+    }
+
+    fn push(git_ref: &str, after: &str) -> Payload {
+        Payload {
+            git_ref: Some(git_ref.to_owned()),
+            after: Some(after.to_owned()),
+            repository: Some(Repository {
+                full_name: "acme/web".to_owned(),
+            }),
+            pusher: Some(Pusher {
+                name: Some("ada".to_owned()),
+            }),
+            head_commit: Some(Commit {
+                message: Some("Fix it\n\nbody".to_owned()),
+            }),
+            ..Payload::default()
+        }
+    }
+
+    const SHA: &str = "9f2c1e4b7a0d3c6e8f1a2b3c4d5e6f708192a3b4";
+
+    #[test]
+    fn a_push_deploys_one_job_per_host_of_the_apps_its_secret_may_deploy() {
+        let plan = plan_delivery(
+            &apps(),
+            &SignedBy::Global,
+            "push",
+            &push("refs/heads/main", SHA),
+            "d1",
+        )
+        .unwrap();
+        assert_eq!(plan.verdict, DeliveryVerdict::Queued);
+        let hosts: Vec<&str> = plan.jobs.iter().map(|j| j.host.as_str()).collect();
+        assert_eq!(hosts, ["web-01", "web-02"]);
+        assert!(plan.jobs.iter().all(|j| j.sha.as_deref() == Some(SHA)
+            && j.delivery_id.as_deref() == Some("d1")
+            && j.metadata["message"] == "Fix it"));
+        assert!(
+            plan.message.contains("app billing skipped"),
+            "{}",
+            plan.message
+        );
+    }
+
+    #[test]
+    fn an_apps_own_secret_deploys_only_that_app() {
+        let apps = apps();
+        let secret = apps.app("billing").unwrap().webhook_secret.clone().unwrap();
+        let plan = plan_delivery(
+            &apps,
+            &SignedBy::App(secret),
+            "push",
+            &push("refs/heads/main", SHA),
+            "d1",
+        )
+        .unwrap();
+        let hosts: Vec<&str> = plan.jobs.iter().map(|j| j.host.as_str()).collect();
+        assert_eq!(hosts, ["billing-01"]);
+    }
+
+    #[test]
+    fn deletions_other_branches_and_other_events_deploy_nothing() {
+        let apps = apps();
+        let mut deleted = push(
+            "refs/heads/main",
+            "0000000000000000000000000000000000000000",
+        );
+        deleted.deleted = true;
+        let cases = [
+            ("push", deleted, DeliveryVerdict::Deleted),
+            (
+                "push",
+                push("refs/heads/dev", SHA),
+                DeliveryVerdict::NoMatch,
+            ),
+            ("ping", Payload::default(), DeliveryVerdict::Ping),
+            ("issues", Payload::default(), DeliveryVerdict::IgnoredEvent),
+        ];
+        for (event, payload, verdict) in cases {
+            let plan = plan_delivery(&apps, &SignedBy::Global, event, &payload, "d1").unwrap();
+            assert_eq!(plan.verdict, verdict, "{event}: {}", plan.message);
+            assert!(plan.jobs.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_push_without_repository_or_ref_is_refused() {
+        let mut payload = push("refs/heads/main", SHA);
+        payload.repository = None;
+        assert!(plan_delivery(&apps(), &SignedBy::Global, "push", &payload, "d1").is_err());
+    }
+}
