@@ -6,9 +6,6 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::routes::{
-    agents, apps, audit, deliveries, health, hosts, jobs, logs, metrics, tokens, webhooks,
-};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -17,36 +14,7 @@ use crate::state::AppState;
         title = "DeployBot",
         description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`. Every endpoint but the webhook (signed), /health and the docs needs `Authorization: Bearer <token>`: 401 without a valid one, 403 when its role does not allow the call. Every answer carries `X-Request-Id` (the request's own when it sent a printable one of at most 128 characters), also found in the controller's log lines. A W3C `traceparent` header joins the request to the caller's trace when the controller exports traces."
     ),
-    modifiers(&BearerAuth, &RequestIdHeader),
     security(("bearer" = [])),
-    paths(
-        webhooks::github,
-        deliveries::list,
-        jobs::create,
-        jobs::list,
-        jobs::get,
-        jobs::report_status,
-        jobs::cancel,
-        jobs::retry,
-        logs::append,
-        logs::page,
-        logs::stream,
-        agents::register,
-        agents::heartbeat,
-        agents::list,
-        agents::revoke,
-        tokens::create,
-        tokens::list,
-        tokens::revoke,
-        audit::list,
-        apps::list,
-        apps::explain,
-        hosts::list,
-        health::health,
-        health::ready,
-        metrics::metrics,
-        health::status,
-    ),
     tags(
         (name = "webhooks", description = "GitHub deliveries"),
         (name = "jobs", description = "Deployments"),
@@ -110,8 +78,14 @@ impl Modify for RequestIdHeader {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    SwaggerUi::new("/docs")
-        .url("/openapi.json", ApiDoc::openapi())
-        .into()
+/// What the document says of every operation, once the route table has
+/// added the paths.
+pub fn finish(api: &mut utoipa::openapi::OpenApi) {
+    BearerAuth.modify(api);
+    RequestIdHeader.modify(api);
+}
+
+/// `/openapi.json` (the document `api`) and the docs UI at `/docs`.
+pub fn routes(api: utoipa::openapi::OpenApi) -> Router<AppState> {
+    SwaggerUi::new("/docs").url("/openapi.json", api).into()
 }

@@ -16,12 +16,12 @@ use axum::http::{Request, Response};
 use tower_http::trace::{DefaultOnResponse, MakeSpan, OnResponse};
 use tracing::Span;
 
-use crate::http_metrics::route_of;
+use crate::http_metrics::{RouteTemplates, method_label};
 use crate::request_id::X_REQUEST_ID;
 
-/// Makes the `request` span.
-#[derive(Clone, Copy)]
-pub struct MakeRequestSpan;
+/// Makes the `request` span, named by the request's route template.
+#[derive(Clone)]
+pub struct MakeRequestSpan(pub RouteTemplates);
 
 impl<B> MakeSpan<B> for MakeRequestSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
@@ -31,8 +31,9 @@ impl<B> MakeSpan<B> for MakeRequestSpan {
             .get(X_REQUEST_ID)
             .and_then(|id| id.to_str().ok())
             .unwrap_or_default();
-        let method = request.method().as_str();
-        let route = route_of(request.uri().path());
+        let method = method_label(request.method());
+        let route = self.0.of(request.uri().path());
+        let route = &*route;
         #[cfg(not(feature = "otel"))]
         let span = tracing::info_span!("request", request_id = id, method, route);
         #[cfg(feature = "otel")]

@@ -14,15 +14,18 @@ pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::timeout::{RequestBodyTimeout, RequestBodyTimeoutLayer};
 use tower_http::trace::{DefaultOnRequest, Trace, TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{self, ApiError};
-use crate::http_metrics::{HttpMetrics, HttpMetricsLayer};
+use crate::http_metrics::{HttpMetrics, HttpMetricsLayer, RouteTemplates};
 use crate::openapi;
 use crate::request_id::{RequestId, RequestIdLayer};
 use crate::state::AppState;
@@ -52,14 +55,17 @@ pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, A
 /// `Router::layer` would): every route layer is one more boxed future per
 /// request in flight, and a controller holds 10,000 long-polls.
 pub fn service(state: AppState) -> Service {
+    let metrics = state.metrics.clone();
+    let (router, api) = router(state);
+    let routes = RouteTemplates::new(&api);
     ServiceBuilder::new()
-        .layer(HttpMetricsLayer(state.metrics.clone()))
+        .layer(HttpMetricsLayer::new(metrics, routes.clone()))
         .layer(RequestIdLayer)
         // The one span of each request, which every log line written while
         // handling it names (see `trace.rs`).
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(MakeRequestSpan)
+                .make_span_with(MakeRequestSpan(routes))
                 .on_response(OnRequestDone::default()),
         )
         .layer(CatchPanicLayer::custom(PanicAnswer))
@@ -69,7 +75,7 @@ pub fn service(state: AppState) -> Service {
         // Here rather than on the API's routes, where it would box one more
         // future per request (see above).
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
-        .service(router(state))
+        .service(router)
 }
 
 /// A panicking handler answers 500 in our error shape; the panic itself is
@@ -119,42 +125,51 @@ pub fn metrics_only(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/agents", get(agents::list))
-        .route("/v1/agents/register", post(agents::register))
-        .route("/v1/agents/{id}", delete(agents::revoke))
-        .route("/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/v1/tokens/{id}", delete(tokens::revoke))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/apps", get(apps::list))
-        .route("/v1/explain", get(apps::explain))
-        .route("/v1/agents/{id}/heartbeat", post(agents::heartbeat))
-        .route("/v1/jobs", get(jobs::list).post(jobs::create))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/status", put(jobs::report_status))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/logs", get(logs::page))
-        .route("/v1/logs/stream", get(logs::stream))
-        .route("/v1/hosts", get(hosts::list))
-        .route("/v1/deliveries", get(deliveries::list))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/status", get(health::status));
-    let webhooks = Router::new()
-        .route("/v1/webhooks/github", post(webhooks::github))
+/// The one route table: every endpoint, its handler and (from the
+/// handler's `#[utoipa::path]`) its OpenAPI operation. The router, the
+/// OpenAPI document and the metrics' route templates all come from here.
+fn table() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(agents::list))
+        .routes(routes!(agents::register))
+        .routes(routes!(agents::revoke))
+        .routes(routes!(agents::heartbeat))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(audit::list))
+        .routes(routes!(apps::list))
+        .routes(routes!(apps::explain))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::report_status))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(logs::page))
+        .routes(routes!(logs::stream))
+        .routes(routes!(hosts::list))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(health::status));
+    // Routes with larger bodies than the API's (a layer of their own).
+    let webhooks = OpenApiRouter::new()
+        .routes(routes!(webhooks::github))
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
-    let uploads = Router::new()
-        .route("/v1/jobs/{id}/logs", post(logs::append))
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(logs::append))
         .layer(DefaultBodyLimit::max(LOG_UPLOAD_LIMIT));
-    Router::new()
-        .merge(api)
-        .merge(webhooks)
-        .merge(uploads)
-        .merge(openapi::routes())
+    api.merge(webhooks).merge(uploads)
+}
+
+/// The router, and the OpenAPI document describing it.
+fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut api) = table().split_for_parts();
+    openapi::finish(&mut api);
+    let router = router
+        .merge(openapi::routes(api.clone()))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
-        .with_state(state)
+        .with_state(state);
+    (router, api)
 }

@@ -179,3 +179,47 @@ async fn held_long_polls_and_stream_clients_are_gauged() {
     drop(stream);
     held.abort();
 }
+
+#[tokio::test]
+async fn no_label_takes_a_value_the_client_chose() {
+    let app = spawn_app().await;
+    // Made-up methods and paths, each once: before, every one became a
+    // label of its own, for good.
+    for n in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("M{n}{}", "X".repeat(1000)).as_bytes())
+            .unwrap();
+        let response = app
+            .client
+            .request(method, app.url(&format!("/made-up-{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+        let job = app
+            .client
+            .get(app.url(&format!("/v1/jobs/job-{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(job.status(), StatusCode::NOT_FOUND);
+    }
+    let text = scrape(&app).await;
+    assert!(!text.contains("XXXX"), "a method became a label");
+    assert!(!text.contains("made-up"), "a path became a label");
+    assert!(!text.contains("job-1"), "an id became a label");
+    assert!(
+        sample(
+            &text,
+            r#"deploybot_http_requests_total{method="other",route="other",status="404"}"#
+        )
+        .is_some_and(|count| count >= 50.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"deploybot_http_requests_total{method="GET",route="/v1/jobs/{id}",status="404"}"#
+        ) == Some(50.0),
+        "{text}"
+    );
+}
