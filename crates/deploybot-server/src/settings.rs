@@ -1,21 +1,26 @@
 //! The controller's settings, layered: defaults, then the config file, then
 //! `DEPLOYBOT_*` environment variables, then command-line flags.
 //!
-//! The binary turns its flags and environment into a [`SettingsLayer`]; this
-//! module reads the file layer and fills in defaults.
+//! Each setting is declared once, as a field of [`SettingsLayer`]: its doc
+//! comment is its `--help`, its clap attribute its flag and variable, its
+//! name its key in the config file. Secrets have no flag (a flag shows in
+//! `ps`): they come from the file or from the variables [`SECRET_VARS`]
+//! names. [`Settings::resolve`] fills in defaults and checks values.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use clap::builder::BoolishValueParser;
+use serde::{Deserialize, Serialize};
 
 /// Name of the SQLite file created in the data directory.
 pub const DATABASE_FILE: &str = "deploybot.db";
 
 /// A secret value: never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -34,63 +39,131 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// One layer of settings; `None` leaves the value to the layer below.
-/// Also the format of the config file (TOML).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// One layer of settings; `None` leaves the value to the layer below. The
+/// flags and variables of `deploybot server`, and the format of its config
+/// file (TOML).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsLayer {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "DEPLOYBOT_LISTEN", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Directory of the embedded SQLite database [default: ./deploybot-data].
+    #[arg(long, env = "DEPLOYBOT_DATA_DIR", value_name = "DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// apps.yaml: which repos deploy to which hosts [default: ./apps.yaml].
+    #[arg(long, env = "DEPLOYBOT_APPS", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apps: Option<PathBuf>,
+    /// Database URL [default: sqlite://<data-dir>/deploybot.db].
+    #[arg(
+        long,
+        env = "DEPLOYBOT_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// The GitHub webhook secret (no flag: DEPLOYBOT_WEBHOOK_SECRET).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<Secret>,
+    /// The previous webhook secret, during a rotation.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_previous: Option<Secret>,
+    /// A configured admin token.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<Secret>,
+    /// A configured enrollment token for agents.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_token: Option<Secret>,
+    /// No authentication at all (the seed's open mode). Local experiments
+    /// only: anyone who reaches the port can deploy.
+    #[arg(long, env = "DEPLOYBOT_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_no_auth: Option<bool>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "DEPLOYBOT_TLS_CERT", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "DEPLOYBOT_TLS_KEY", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
-    /// Comma-separated IP addresses of reverse proxies.
+    /// Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the client.
+    #[arg(long, env = "DEPLOYBOT_TRUSTED_PROXIES", value_name = "IPS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<String>,
-    /// `/metrics` needs a read token.
+    /// Require a read token for GET /metrics (open by default).
+    #[arg(long, env = "DEPLOYBOT_METRICS_AUTH", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_auth: Option<bool>,
-    /// Serve `/metrics` on this address only.
+    /// Serve GET /metrics on this address only (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "DEPLOYBOT_METRICS_LISTEN", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// An agent silent this long is offline and loses its job [default: 60s].
+    #[arg(long, env = "DEPLOYBOT_LEASE_TIMEOUT", value_name = "DURATION")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_timeout: Option<String>,
+    /// Keep the logs of the newest N jobs of each app [default: 50].
+    #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_JOBS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_retention_jobs: Option<u32>,
+    /// Keep the logs of jobs that finished within D days [default: 14].
+    #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_DAYS", value_name = "D")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_retention_days: Option<u32>,
 }
 
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
+/// The variables each secret setting is read from, first set wins. The
+/// webhook secret also answers to the seed's `GITHUB_WEBHOOK_SECRET`.
+pub const SECRET_VARS: [(&str, &[&str]); 4] = [
+    (
+        "webhook_secret",
+        &["DEPLOYBOT_WEBHOOK_SECRET", "GITHUB_WEBHOOK_SECRET"],
+    ),
+    (
+        "webhook_secret_previous",
+        &["DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS"],
+    ),
+    ("admin_token", &["DEPLOYBOT_ADMIN_TOKEN"]),
+    ("enrollment_token", &["DEPLOYBOT_ENROLLMENT_TOKEN"]),
+];
 
 impl SettingsLayer {
     /// `self` where set, `lower` elsewhere.
     pub fn over(self, lower: SettingsLayer) -> SettingsLayer {
-        SettingsLayer {
-            listen: self.listen.or(lower.listen),
-            data_dir: self.data_dir.or(lower.data_dir),
-            apps: self.apps.or(lower.apps),
-            database_url: self.database_url.or(lower.database_url),
-            webhook_secret: self.webhook_secret.or(lower.webhook_secret),
-            webhook_secret_previous: self
-                .webhook_secret_previous
-                .or(lower.webhook_secret_previous),
-            admin_token: self.admin_token.or(lower.admin_token),
-            enrollment_token: self.enrollment_token.or(lower.enrollment_token),
-            insecure_no_auth: self.insecure_no_auth.or(lower.insecure_no_auth),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
-            metrics_auth: self.metrics_auth.or(lower.metrics_auth),
-            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
-            lease_timeout: self.lease_timeout.or(lower.lease_timeout),
-            log_retention_jobs: self.log_retention_jobs.or(lower.log_retention_jobs),
-            log_retention_days: self.log_retention_days.or(lower.log_retention_days),
+        // Unset settings are left out of the serialized layers, so merging
+        // the upper layer's keys into the lower one's is the whole rule.
+        let as_map = |layer: &SettingsLayer| match serde_json::to_value(layer) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut merged = as_map(&lower);
+        merged.extend(as_map(&self));
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("the keys of two layers make a layer")
+    }
+
+    /// The secrets set in the environment `env` (by [`SECRET_VARS`]).
+    pub fn secrets_from_env(env: impl Fn(&str) -> Option<String>) -> SettingsLayer {
+        let mut secrets = serde_json::Map::new();
+        for (key, vars) in SECRET_VARS {
+            if let Some(value) = vars
+                .iter()
+                .find_map(|var| env(var).filter(|v| !v.is_empty()))
+            {
+                secrets.insert(key.to_owned(), serde_json::Value::String(value));
+            }
         }
+        serde_json::from_value(serde_json::Value::Object(secrets))
+            .expect("secrets are strings, as the layer has them")
     }
 
     /// Reads a config file.
@@ -100,6 +173,21 @@ impl SettingsLayer {
         })?;
         toml::from_str(&text)
             .map_err(|err| SettingsError(format!("config file {}: {err}", path.display())))
+    }
+
+    /// The settings of `deploybot server`: `flags` (and the variables clap
+    /// read for them) over the secrets in the environment over the config
+    /// file, if any.
+    pub fn load(
+        config: Option<&Path>,
+        flags: SettingsLayer,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<SettingsLayer, SettingsError> {
+        let file = match config {
+            Some(path) => SettingsLayer::from_file(path)?,
+            None => SettingsLayer::default(),
+        };
+        Ok(flags.over(SettingsLayer::secrets_from_env(env).over(file)))
     }
 }
 
@@ -312,7 +400,7 @@ insecure_no_auth = false
 
 # HTTPS: a PEM certificate chain and its private key (both or neither).
 # Or serve plain HTTP behind a reverse proxy that terminates TLS (see README).
-#                                                       env: DEPLOYBOT_TLS_CERT / _KEY   flag: --tls-cert / --tls-key
+#   env: DEPLOYBOT_TLS_CERT, DEPLOYBOT_TLS_KEY   flag: --tls-cert, --tls-key
 # tls_cert = "/etc/deploybot/tls/cert.pem"
 # tls_key = "/etc/deploybot/tls/key.pem"
 
@@ -334,7 +422,8 @@ lease_timeout = "{DEFAULT_LEASE_TIMEOUT}"
 
 # Deploy logs are kept for the newest N jobs of each app, and for every job
 # that finished within D days; older logs are deleted in the background.
-#                                                       env: DEPLOYBOT_LOG_RETENTION_JOBS / _DAYS
+#   env: DEPLOYBOT_LOG_RETENTION_JOBS, DEPLOYBOT_LOG_RETENTION_DAYS
+#   flag: --log-retention-jobs, --log-retention-days
 log_retention_jobs = {DEFAULT_LOG_RETENTION_JOBS}
 log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
 "#
@@ -371,6 +460,68 @@ mod tests {
         assert_eq!(settings.listen.port(), 9100);
         assert_eq!(settings.data_dir, PathBuf::from("/from/file"));
         assert_eq!(settings.database_url, "sqlite:///from/file/deploybot.db");
+    }
+
+    #[test]
+    fn the_example_config_shows_every_setting_with_its_key_flag_and_variable() {
+        let example = example_config();
+        let command = <SettingsLayer as clap::Args>::augment_args(clap::Command::new("server"));
+        let mut keys = Vec::new();
+        for arg in command.get_arguments() {
+            let key = arg.get_id().as_str().to_owned();
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let var = arg.get_env().unwrap().to_str().unwrap().to_owned();
+            assert!(
+                example.contains(&flag),
+                "{flag} is not in the example config"
+            );
+            assert!(example.contains(&var), "{var} is not in the example config");
+            keys.push(key);
+        }
+        for (key, vars) in SECRET_VARS {
+            assert!(
+                example.contains(vars[0]),
+                "{} is not in the example config",
+                vars[0]
+            );
+            keys.push(key.to_owned());
+        }
+        for key in keys {
+            assert!(
+                example.contains(&format!("\n{key} = "))
+                    || example.contains(&format!("\n# {key} = ")),
+                "key {key} is not in the example config"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_environments_secrets_which_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deploybot.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nlease_timeout = \"30s\"\nadmin_token = \"from-the-file-0123456789\"\n",
+        )
+        .unwrap();
+        let flags = SettingsLayer {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let env = |var: &str| match var {
+            "GITHUB_WEBHOOK_SECRET" => Some("seed-name".to_owned()),
+            "DEPLOYBOT_ADMIN_TOKEN" => Some("from-the-env-0123456789".to_owned()),
+            _ => None,
+        };
+        let layer = SettingsLayer::load(Some(&file), flags, env).unwrap();
+        let settings = Settings::resolve(layer).unwrap();
+        assert_eq!(settings.listen.port(), 9100);
+        assert_eq!(settings.lease_timeout, Duration::from_secs(30));
+        assert_eq!(
+            settings.admin_token.unwrap().expose(),
+            "from-the-env-0123456789"
+        );
+        assert_eq!(settings.webhook_secret.unwrap().expose(), "seed-name");
     }
 
     #[test]

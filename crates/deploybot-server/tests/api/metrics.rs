@@ -186,8 +186,8 @@ async fn no_label_takes_a_value_the_client_chose() {
     // Made-up methods and paths, each once: before, every one became a
     // label of its own, for good.
     for n in 0..50 {
-        let method = reqwest::Method::from_bytes(format!("M{n}{}", "X".repeat(1000)).as_bytes())
-            .unwrap();
+        let method =
+            reqwest::Method::from_bytes(format!("M{n}{}", "X".repeat(1000)).as_bytes()).unwrap();
         let response = app
             .client
             .request(method, app.url(&format!("/made-up-{n}")))
