@@ -313,13 +313,14 @@ async fn the_readmes_nginx_recipe_balances_three_instances_without_losing_anythi
         }
     }
     assert_eq!(registrations, HOSTS.len(), "{answered:#?}");
-    // Round robin: each agent's heartbeats reached several instances.
-    for (agent, instances) in &instances_by_agent {
-        assert!(
-            instances.len() > 1,
-            "agent {agent} reached only {instances:?}"
-        );
-    }
+    // Round robin: some agent's heartbeats reached several instances
+    // (which one depends on how the requests of all clients interleave).
+    assert!(
+        instances_by_agent
+            .values()
+            .any(|instances| instances.len() > 1),
+        "every agent reached one instance only: {instances_by_agent:?}"
+    );
     eprintln!(
         "nginx: agents' heartbeats answered {heartbeats_by_status:?}, reaching {:?}",
         instances_by_agent
