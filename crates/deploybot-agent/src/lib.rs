@@ -24,6 +24,8 @@
 //! call refused with 401 is sent again after the agent registered again,
 //! never dropped; tokens never appear in logs or `Debug` output.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod backoff;
 mod buffer;
@@ -133,20 +135,11 @@ pub fn default_hostname() -> String {
             return name.to_owned();
         }
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and
-    // gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(name) = std::str::from_utf8(&buf[..end]) {
-            let name = name.trim();
-            if !name.is_empty() {
-                return name.to_owned();
-            }
-        }
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str().map(str::trim) {
+        Ok(name) if !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
     }
-    "localhost".to_owned()
 }
 
 #[cfg(test)]

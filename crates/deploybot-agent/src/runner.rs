@@ -14,6 +14,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use deploybot_wire::{DeploySpec, Job, job_env};
+use rustix::process::{Pid, Signal};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use crate::ENROLLMENT_TOKEN_ENV;
@@ -141,13 +142,14 @@ pub(crate) fn signal_group(pgid: i32, signal: libc::c_int) {
         tracing::error!(pgid, "refusing to signal a process group id <= 1");
         return;
     }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
-    // addresses the process group.
-    let rc = unsafe { libc::kill(-pgid, signal) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            tracing::warn!(pgid, signal, error = %err, "cannot signal the deploy's process group");
+    let (Some(group), Some(sig)) = (Pid::from_raw(pgid), Signal::from_named_raw(signal)) else {
+        tracing::error!(pgid, signal, "not a process group or signal");
+        return;
+    };
+    match rustix::process::kill_process_group(group, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(err) => {
+            tracing::warn!(pgid, signal, error = %err, "cannot signal the deploy's process group")
         }
     }
 }

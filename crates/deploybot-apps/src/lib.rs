@@ -10,6 +10,8 @@
 //! Architecture invariant: this crate is pure: no I/O besides reading the file
 //! it is asked to load, no async, no knowledge of HTTP or storage.
 
+#![forbid(unsafe_code)]
+
 mod file;
 mod matching;
 

@@ -4,6 +4,8 @@
 //! agents, over keep-alive HTTP/1.1 connections on loopback, and prints
 //! throughput and latency percentiles next to the disk's fsync latency.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod dispatch;
 mod fsync;

@@ -22,6 +22,8 @@
 //! [`deploybot_store::Store`]; in-memory structures are hints or caches
 //! rebuilt from the store at start.
 
+#![forbid(unsafe_code)]
+
 mod auth;
 mod dispatch;
 mod error;

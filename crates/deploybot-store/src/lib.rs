@@ -14,6 +14,8 @@
 //! - Each backend owns its migrations; a shipped migration is never edited
 //!   (the runner refuses to start when an applied migration's checksum changed).
 
+#![forbid(unsafe_code)]
+
 mod postgres;
 mod sqlite;
 

@@ -8,6 +8,8 @@
 //! Compatibility: the seed's field names and shapes are a public contract.
 //! New fields may be added; existing ones are never renamed or removed.
 
+#![forbid(unsafe_code)]
+
 mod agent;
 mod apps;
 mod auth;

@@ -15,9 +15,19 @@
 //! A freed block is kept for reuse, up to [`KEPT`] of them; past that its
 //! pages go back to the system, so a burst of connections does not keep its
 //! memory once they are gone.
+//!
+//! Only the controller holds that many connections, so only it switches
+//! this on ([`ConnectionBuffers::serve_blocks`], at start); the agent and
+//! the CLI run on the system allocator alone. Linux only (the binary uses
+//! the system allocator elsewhere).
+//!
+//! The one module of the binary with `unsafe` code: an allocator is made of
+//! raw memory.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The size served here: hyper's buffers (`INIT_BUFFER_SIZE`, which is also
@@ -31,6 +41,8 @@ const CHUNK: usize = 2 * 1024 * 1024;
 const KEPT: usize = 256;
 
 pub struct ConnectionBuffers {
+    /// Set once, never cleared: blocks come from the chunks from then on.
+    serving: AtomicBool,
     blocks: Mutex<Blocks>,
 }
 
@@ -45,23 +57,52 @@ struct Blocks {
     /// The never-used rest of the current chunk.
     fresh: *mut u8,
     fresh_end: *mut u8,
+    /// Every chunk mapped, to tell our blocks from the system's (8 KiB
+    /// blocks allocated before `serving` was set are the system's).
+    chunks: Addresses,
 }
 
 // SAFETY: the pointers are addresses of blocks owned by the allocator and
 // only used while holding the mutex.
 unsafe impl Send for Blocks {}
 
+impl Blocks {
+    /// Whether `block` is in one of our chunks.
+    fn owns(&self, block: *mut u8) -> bool {
+        let address = block as usize;
+        self.chunks
+            .iter()
+            .any(|chunk| (chunk as usize..chunk as usize + CHUNK).contains(&address))
+    }
+}
+
 impl ConnectionBuffers {
     pub const fn new() -> Self {
         Self {
+            serving: AtomicBool::new(false),
             blocks: Mutex::new(Blocks {
                 kept: ptr::null_mut(),
                 kept_count: 0,
                 released: Addresses::new(),
                 fresh: ptr::null_mut(),
                 fresh_end: ptr::null_mut(),
+                chunks: Addresses::new(),
             }),
         }
+    }
+
+    /// From now on, 8 KiB blocks come from whole pages of their own.
+    pub fn serve_blocks(&self) {
+        self.serving.store(true, Ordering::Release);
+    }
+
+    fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    fn owns(&self, block: *mut u8) -> bool {
+        self.lock().owns(block)
     }
 
     fn lock(&self) -> MutexGuard<'_, Blocks> {
@@ -83,8 +124,8 @@ impl ConnectionBuffers {
         }
         if blocks.fresh == blocks.fresh_end {
             let chunk = map_chunk();
-            if chunk.is_null() {
-                return chunk;
+            if chunk.is_null() || !blocks.chunks.push(chunk) {
+                return ptr::null_mut();
             }
             blocks.fresh = chunk;
             // SAFETY: the end of the chunk just mapped.
@@ -96,17 +137,23 @@ impl ConnectionBuffers {
         block
     }
 
+    /// Takes `block` back if it came from [`Self::take`]; `false` if it is
+    /// the system's.
+    ///
     /// # Safety
-    /// `block` came from [`Self::take`] and is no longer used.
-    unsafe fn give_back(&self, block: *mut u8) {
+    /// `block` is no longer used.
+    unsafe fn give_back(&self, block: *mut u8) -> bool {
         {
             let mut blocks = self.lock();
+            if !blocks.owns(block) {
+                return false;
+            }
             if blocks.kept_count < KEPT {
                 // SAFETY: the block is ours again and `BLOCK` bytes long.
                 unsafe { block.cast::<*mut u8>().write(blocks.kept) };
                 blocks.kept = block;
                 blocks.kept_count += 1;
-                return;
+                return true;
             }
         }
         // SAFETY: the block is ours; its contents need not survive.
@@ -114,6 +161,7 @@ impl ConnectionBuffers {
         // Out of memory for the list: the block's address space is lost,
         // its pages are not.
         let _ = self.lock().released.push(block);
+        true
     }
 }
 
@@ -153,7 +201,7 @@ fn map_chunk() -> *mut u8 {
 // of pages); every other layout goes to `System` unchanged.
 unsafe impl GlobalAlloc for ConnectionBuffers {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if is_block(layout) {
+        if is_block(layout) && self.serving() {
             self.take()
         } else {
             unsafe { System.alloc(layout) }
@@ -161,7 +209,7 @@ unsafe impl GlobalAlloc for ConnectionBuffers {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_block(layout) {
+        if is_block(layout) && self.serving() {
             let block = self.take();
             if !block.is_null() {
                 unsafe { block.write_bytes(0, BLOCK) };
@@ -173,9 +221,9 @@ unsafe impl GlobalAlloc for ConnectionBuffers {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if is_block(layout) {
-            unsafe { self.give_back(ptr) }
-        } else {
+        // SAFETY: the caller is done with `ptr`; the system's blocks go
+        // back to the system.
+        if !(is_block(layout) && self.serving() && unsafe { self.give_back(ptr) }) {
             unsafe { System.dealloc(ptr, layout) }
         }
     }
@@ -183,7 +231,7 @@ unsafe impl GlobalAlloc for ConnectionBuffers {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY (caller's contract): `new_size` with `layout.align()` is a valid layout.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if !is_block(layout) && !is_block(new) {
+        if !self.serving() || (!is_block(layout) && !is_block(new)) {
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
         // Into or out of a block: move it.
@@ -213,6 +261,11 @@ impl Addresses {
             len: 0,
             capacity: 0,
         }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = *mut u8> + '_ {
+        // SAFETY: the first `len` slots were written by `push`.
+        (0..self.len).map(|i| unsafe { self.items.add(i).read() })
     }
 
     fn pop(&mut self) -> Option<*mut u8> {
@@ -267,9 +320,31 @@ mod tests {
         Layout::from_size_align(BLOCK, 1).unwrap()
     }
 
+    fn serving() -> ConnectionBuffers {
+        let buffers = ConnectionBuffers::new();
+        buffers.serve_blocks();
+        buffers
+    }
+
+    #[test]
+    fn until_switched_on_every_block_is_the_systems() {
+        let buffers = ConnectionBuffers::new();
+        let layout = block_layout();
+        let before = unsafe { buffers.alloc(layout) };
+        assert!(!buffers.owns(before));
+        buffers.serve_blocks();
+        let after = unsafe { buffers.alloc(layout) };
+        assert!(buffers.owns(after));
+        assert_eq!(after as usize % PAGE, 0);
+        // Each goes back where it came from.
+        unsafe { buffers.dealloc(before, layout) };
+        unsafe { buffers.dealloc(after, layout) };
+        assert_eq!(unsafe { buffers.alloc(layout) }, after);
+    }
+
     #[test]
     fn blocks_are_whole_distinct_pages_and_reused_last_freed_first() {
-        let buffers = ConnectionBuffers::new();
+        let buffers = serving();
         let layout = block_layout();
         let blocks: Vec<*mut u8> = (0..300).map(|_| unsafe { buffers.alloc(layout) }).collect();
         let mut sorted = blocks.clone();
@@ -299,7 +374,7 @@ mod tests {
 
     #[test]
     fn blocks_freed_beyond_the_kept_ones_give_their_pages_back() {
-        let buffers = ConnectionBuffers::new();
+        let buffers = serving();
         let layout = block_layout();
         let blocks: Vec<*mut u8> = (0..KEPT + 10)
             .map(|_| unsafe { buffers.alloc(layout) })
@@ -324,7 +399,7 @@ mod tests {
 
     #[test]
     fn other_sizes_and_reallocations_keep_their_contents() {
-        let buffers = ConnectionBuffers::new();
+        let buffers = serving();
         unsafe {
             let small = Layout::from_size_align(100, 8).unwrap();
             let p = buffers.alloc(small);
@@ -357,6 +432,7 @@ mod tests {
     #[test]
     fn threads_allocating_and_freeing_at_once_never_share_a_block() {
         static BUFFERS: ConnectionBuffers = ConnectionBuffers::new();
+        BUFFERS.serve_blocks();
         let layout = block_layout();
         let threads: Vec<_> = (0..4u8)
             .map(|t| {

@@ -88,6 +88,7 @@ Ctrl-C stops everything.
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    crate::serving_connections();
     crate::logging::init();
     let host = deploybot_agent::default_hostname();
     let host = if names::check_hostname(&host).is_ok() {

@@ -3,7 +3,11 @@
 //! Thin by design: parse arguments, set up logging, call into the library
 //! crates.
 
+// Only the allocator needs `unsafe` (see its module).
+#![deny(unsafe_code)]
+
 mod agent;
+#[cfg(target_os = "linux")]
 mod allocator;
 mod cli;
 mod dev;
@@ -18,8 +22,17 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: allocator::ConnectionBuffers = allocator::ConnectionBuffers::new();
+
+/// The controller holds a connection per agent: from now on their buffers
+/// take whole pages of their own (see `allocator`). Called by the commands
+/// that run a controller, before it starts.
+fn serving_connections() {
+    #[cfg(target_os = "linux")]
+    ALLOCATOR.serve_blocks();
+}
 
 #[derive(Parser)]
 #[command(

@@ -26,6 +26,7 @@ impl ServerArgs {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    crate::serving_connections();
     // Dropped last, after the runtime: the spans of the very end are sent.
     let _traces = crate::logging::init_with_traces();
     let settings = args.resolve()?;

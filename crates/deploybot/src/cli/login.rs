@@ -99,26 +99,20 @@ fn prompt(question: &str) -> Result<String> {
 /// The terminal on stdin stops echoing until this is dropped.
 struct EchoOff {
     #[cfg(unix)]
-    saved: Option<libc::termios>,
+    saved: Option<rustix::termios::Termios>,
 }
 
 impl EchoOff {
     fn new() -> EchoOff {
         #[cfg(unix)]
         {
-            // SAFETY: tcgetattr and tcsetattr only read and write the
-            // termios struct we own; fd 0 stays open for the process's life.
-            let saved = unsafe {
-                let mut termios: libc::termios = std::mem::zeroed();
-                if libc::tcgetattr(libc::STDIN_FILENO, &mut termios) != 0 {
-                    None
-                } else {
-                    let mut quiet = termios;
-                    quiet.c_lflag &= !libc::ECHO;
-                    (libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) == 0)
-                        .then_some(termios)
-                }
-            };
+            use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+            let stdin = std::io::stdin();
+            let saved = tcgetattr(&stdin).ok().filter(|termios| {
+                let mut quiet = termios.clone();
+                quiet.local_modes.remove(LocalModes::ECHO);
+                tcsetattr(&stdin, OptionalActions::Now, &quiet).is_ok()
+            });
             EchoOff { saved }
         }
         #[cfg(not(unix))]
@@ -130,10 +124,12 @@ impl Drop for EchoOff {
     fn drop(&mut self) {
         #[cfg(unix)]
         if let Some(saved) = &self.saved {
-            // SAFETY: as above; restores the settings read in `new`.
-            unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
-            }
+            // Restores the settings read in `new`.
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                saved,
+            );
         }
     }
 }
