@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod holder;
 mod postgres;
 mod sqlite;
 
@@ -73,6 +74,38 @@ pub struct NewJob {
     pub retry_of: Option<String>,
     /// W3C `traceparent` of the request that created the job, if traced.
     pub traceparent: Option<String>,
+}
+
+impl NewJob {
+    /// The job as it is once queued at `created_at`: pending, not yet
+    /// anybody's.
+    pub(crate) fn pending(&self, created_at: Timestamp) -> Job {
+        Job {
+            id: self.id.clone(),
+            repo: self.repo.clone(),
+            git_ref: self.git_ref.clone(),
+            host: self.host.clone(),
+            status: JobStatus::Pending,
+            metadata: self.metadata.clone(),
+            created_at,
+            started_at: None,
+            completed_at: None,
+            assigned_agent: None,
+            error: None,
+            app: self.app.clone(),
+            sha: self.sha.clone(),
+            exit_code: None,
+            attempt: self.attempt,
+            source: self.source,
+            delivery_id: self.delivery_id.clone(),
+            superseded_by: None,
+            deploy: self.deploy.clone(),
+            lease: None,
+            cancel_requested: false,
+            retry_of: self.retry_of.clone(),
+            traceparent: self.traceparent.clone(),
+        }
+    }
 }
 
 /// The result of enqueueing: the new job, or the identical open one.

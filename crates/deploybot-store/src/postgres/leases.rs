@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 
 use super::jobs::{self, EncodedJob, from_row, from_rows, job_columns};
 use super::{now_ms, opt_text, text, unique_violation};
+use crate::holder::{self, Held, Holder, LeaseRow};
 use crate::{Claim, Enqueued, HeldJobs, NewJob, ReportOutcome, StatusReport, StoreError};
 
 /// Hands out the oldest pending job of host `$3` in one statement, and says
@@ -72,12 +73,6 @@ pub(super) async fn claim(
     })
 }
 
-/// What a write names about its author, checked against the running job.
-pub(super) struct Holder<'a> {
-    pub(super) agent_id: Option<&'a str>,
-    pub(super) lease: Option<i64>,
-}
-
 /// How [`check_holder`] locks the job's row until the transaction ends.
 pub(super) enum RowLock {
     /// A status change: nothing else may change the job meanwhile.
@@ -108,37 +103,14 @@ pub(super) async fn check_holder(
         .bind(text(job_id))
         .fetch_optional(conn)
         .await?;
-    let Some((status, assigned, lease, host, app)) = current else {
-        return Err(StoreError::NotFound(format!("job {job_id}")));
-    };
-    if let Some(writer) = holder.agent_id
-        && assigned.as_deref() != Some(writer)
-    {
-        return Err(StoreError::NotYours(match &assigned {
-            Some(assigned) => {
-                format!("job {job_id} is assigned to agent {assigned}, not {writer}")
-            }
-            None => format!("job {job_id} is not assigned to any agent"),
-        }));
-    }
-    if let Some(given) = holder.lease
-        && lease != Some(given)
-    {
-        return Err(StoreError::Conflict(format!(
-            "stale lease {given} for job {job_id}: the job is no longer yours"
-        )));
-    }
-    let status = status
-        .parse()
-        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))?;
-    Ok(Held { status, host, app })
-}
-
-/// The job a holder may write to, as [`check_holder`] found it.
-pub(super) struct Held {
-    pub(super) status: JobStatus,
-    pub(super) host: String,
-    pub(super) app: String,
+    let row = current.map(|(status, assigned_agent, lease, host, app)| LeaseRow {
+        status,
+        assigned_agent,
+        lease,
+        host,
+        app,
+    });
+    holder::check_holder(job_id, holder, row)
 }
 
 /// Applies an agent's report on a job it runs.
@@ -147,21 +119,11 @@ pub(super) async fn report(
     job_id: &str,
     report: &StatusReport,
 ) -> Result<ReportOutcome, StoreError> {
-    let holder = Holder {
-        agent_id: report.agent_id.as_deref(),
-        lease: report.lease,
-    };
-    let current = check_holder(conn, job_id, &holder, RowLock::Update)
+    let current = check_holder(conn, job_id, &Holder::of(report), RowLock::Update)
         .await?
         .status;
-    if current == report.status {
+    if !holder::report_changes(job_id, current, report)? {
         return Ok(ReportOutcome::Unchanged(current));
-    }
-    if current != JobStatus::Running {
-        return Err(StoreError::Conflict(format!(
-            "job {job_id} is {current}; it cannot become {}",
-            report.status
-        )));
     }
     // The agent's row is left alone: its status comes from its heartbeats.
     let row = sqlx::query(concat!(
@@ -182,17 +144,9 @@ pub(super) async fn report(
 
 /// Cancels a pending job at once, or asks the agent of a running one to stop.
 pub(super) async fn cancel(conn: &mut PgConnection, job_id: &str) -> Result<Job, StoreError> {
-    let status = check_holder(
-        conn,
-        job_id,
-        &Holder {
-            agent_id: None,
-            lease: None,
-        },
-        RowLock::Update,
-    )
-    .await?
-    .status;
+    let status = check_holder(conn, job_id, &Holder::ANYONE, RowLock::Update)
+        .await?
+        .status;
     let row = match status {
         JobStatus::Pending => {
             sqlx::query(concat!(

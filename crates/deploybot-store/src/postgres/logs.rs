@@ -7,8 +7,9 @@ use deploybot_wire::{JobStatus, LogEntry, LogLine, LogStream};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::leases::{Held, Holder, RowLock, check_holder};
+use super::leases::{RowLock, check_holder};
 use super::{LockSpace, from_ms, lock, lock_key, text, to_ms};
+use crate::holder::{Held, Holder};
 use crate::{AppendedLogs, LogFilter, StoreError};
 
 /// PostgreSQL integers are signed; line numbers past i64::MAX cannot occur in practice.

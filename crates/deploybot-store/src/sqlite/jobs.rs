@@ -162,31 +162,7 @@ pub(super) fn enqueue(conn: &Connection, encoded: &EncodedJob) -> Result<Enqueue
         new.retry_of,
         new.traceparent,
     ])?;
-    let job = Job {
-        id: new.id.clone(),
-        repo: new.repo.clone(),
-        git_ref: new.git_ref.clone(),
-        host: new.host.clone(),
-        status: JobStatus::Pending,
-        metadata: new.metadata.clone(),
-        created_at: from_ms(now),
-        started_at: None,
-        completed_at: None,
-        assigned_agent: None,
-        error: None,
-        app: new.app.clone(),
-        sha: new.sha.clone(),
-        exit_code: None,
-        attempt: new.attempt,
-        source: new.source,
-        delivery_id: new.delivery_id.clone(),
-        superseded_by: None,
-        deploy: new.deploy.clone(),
-        lease: None,
-        cancel_requested: false,
-        retry_of: new.retry_of.clone(),
-        traceparent: new.traceparent.clone(),
-    };
+    let job = new.pending(from_ms(now));
     Ok(Enqueued {
         job,
         created: true,

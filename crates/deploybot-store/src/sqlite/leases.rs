@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::jobs::{self, COLUMNS, EncodedJob, from_row};
 use super::now_ms;
+use crate::holder::{self, Held, Holder, LeaseRow};
 use crate::{Claim, Enqueued, HeldJobs, NewJob, ReportOutcome, StatusReport, StoreError};
 
 const PENDING_OF_HOST: &str = "SELECT seq FROM jobs INDEXED BY jobs_pending_by_host
@@ -56,62 +57,25 @@ pub(super) fn claim(conn: &Connection, agent_id: &str, host: &str) -> Result<Cla
     })
 }
 
-/// What a write names about its author, checked against the running job.
-pub(super) struct Holder<'a> {
-    pub(super) agent_id: Option<&'a str>,
-    pub(super) lease: Option<i64>,
-}
-
 /// The job's status, host and app, refusing a writer that does not hold its lease.
 pub(super) fn check_holder(
     conn: &Connection,
     job_id: &str,
     holder: &Holder,
 ) -> Result<Held, StoreError> {
-    type Row = (String, Option<String>, Option<i64>, String, String);
-    let current: Option<Row> = conn
+    let row = conn
         .prepare_cached("SELECT status, assigned_agent, lease, host, app FROM jobs WHERE id = ?1")?
         .query_row([job_id], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
+            Ok(LeaseRow {
+                status: row.get(0)?,
+                assigned_agent: row.get(1)?,
+                lease: row.get(2)?,
+                host: row.get(3)?,
+                app: row.get(4)?,
+            })
         })
         .optional()?;
-    let Some((status, assigned, lease, host, app)) = current else {
-        return Err(StoreError::NotFound(format!("job {job_id}")));
-    };
-    if let Some(writer) = holder.agent_id
-        && assigned.as_deref() != Some(writer)
-    {
-        return Err(StoreError::NotYours(match &assigned {
-            Some(assigned) => {
-                format!("job {job_id} is assigned to agent {assigned}, not {writer}")
-            }
-            None => format!("job {job_id} is not assigned to any agent"),
-        }));
-    }
-    if let Some(given) = holder.lease
-        && lease != Some(given)
-    {
-        return Err(StoreError::Conflict(format!(
-            "stale lease {given} for job {job_id}: the job is no longer yours"
-        )));
-    }
-    let status = status
-        .parse()
-        .map_err(|err| StoreError::Database(format!("job {job_id}: {err}")))?;
-    Ok(Held { status, host, app })
-}
-
-/// The job a holder may write to, as [`check_holder`] found it.
-pub(super) struct Held {
-    pub(super) status: JobStatus,
-    pub(super) host: String,
-    pub(super) app: String,
+    holder::check_holder(job_id, holder, row)
 }
 
 /// Applies an agent's report on a job it runs.
@@ -120,19 +84,9 @@ pub(super) fn report(
     job_id: &str,
     report: &StatusReport,
 ) -> Result<ReportOutcome, StoreError> {
-    let holder = Holder {
-        agent_id: report.agent_id.as_deref(),
-        lease: report.lease,
-    };
-    let current = check_holder(conn, job_id, &holder)?.status;
-    if current == report.status {
+    let current = check_holder(conn, job_id, &Holder::of(report))?.status;
+    if !holder::report_changes(job_id, current, report)? {
         return Ok(ReportOutcome::Unchanged(current));
-    }
-    if current != JobStatus::Running {
-        return Err(StoreError::Conflict(format!(
-            "job {job_id} is {current}; it cannot become {}",
-            report.status
-        )));
     }
     // The agent's row is left alone: its status comes from its heartbeats.
     let job = conn

@@ -4,8 +4,9 @@
 use deploybot_wire::{JobStatus, LogEntry, LogLine, LogStream};
 use rusqlite::{Connection, Row, ToSql, params};
 
-use super::leases::{Held, Holder, check_holder};
+use super::leases::check_holder;
 use super::{from_ms, to_ms};
+use crate::holder::{Held, Holder};
 use crate::{AppendedLogs, LogFilter, StoreError};
 
 /// SQLite integers are signed; line numbers past i64::MAX cannot occur in practice.
