@@ -92,6 +92,8 @@ pub struct Controller {
     apps_required: bool,
     retention: maintenance::Retention,
     bootstrap_admin_token: Option<String>,
+    /// Connections served at once; more are answered 503.
+    max_connections: usize,
     /// Other instances' changes, since just before the hints were read.
     events: tokio::sync::broadcast::Receiver<deploybot_store::StoreEvent>,
 }
@@ -253,6 +255,7 @@ impl Controller {
                 keep_days: settings.log_retention_days,
             },
             bootstrap_admin_token,
+            max_connections: connection_cap(settings.max_connections),
             events,
         })
     }
@@ -324,7 +327,8 @@ impl Controller {
         let app = routes::service(self.state.clone());
         let stop = self.stop;
         let state = self.state.clone();
-        let served = serve::serve(self.listener, self.tls, app, async move {
+        let connections = serve::Connections::new(self.max_connections, &self.state.metrics);
+        let served = serve::serve(self.listener, self.tls, app, connections, async move {
             shutdown.await;
             let _ = stop.send(true);
             // After `stopping` is set: a long-poll woken here, or arming
@@ -335,6 +339,36 @@ impl Controller {
         let _ = maintenance.await;
         served
     }
+}
+
+/// File descriptors kept for everything but client connections: the
+/// database pool, the log files, apps.yaml, the listeners.
+const DESCRIPTORS_KEPT: u64 = 256;
+
+/// The connection cap: `configured`, lowered to what the process may open.
+/// The soft limit on open files is raised to the hard one first (a
+/// service manager usually sets both; a shell's soft limit is often 1024).
+fn connection_cap(configured: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let Some(open_files) = limit.current else {
+        return configured;
+    };
+    let room = usize::try_from(open_files.saturating_sub(DESCRIPTORS_KEPT)).unwrap_or(usize::MAX);
+    if room < configured {
+        tracing::warn!(
+            max_connections = configured,
+            open_files,
+            "the limit on open files allows only {room} connections (raise LimitNOFILE or ulimit -n)"
+        );
+    }
+    configured.min(room).max(1)
 }
 
 /// Reloads apps.yaml on SIGHUP; an invalid file keeps the running config.

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub lease_expiries: Counter,
     pub long_polls_held: Gauge,
     pub sse_clients: Gauge,
+    pub connections_open: Gauge,
+    pub connections_refused: Counter,
     pub agents: Family<AgentLabels, Gauge>,
     pub queue_depth: Family<HostLabels, Gauge>,
     pub http_requests: Family<ResponseLabels, Counter>,
@@ -97,6 +99,8 @@ impl Default for Metrics {
             lease_expiries: Counter::default(),
             long_polls_held: Gauge::default(),
             sse_clients: Gauge::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
             agents: Family::default(),
             queue_depth: Family::default(),
             http_requests: Family::default(),
@@ -147,6 +151,16 @@ impl Default for Metrics {
             "sse_clients",
             "Clients following the live log stream",
             metrics.sse_clients.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open (the cap is --max-connections)",
+            metrics.connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections answered 503 because the cap was reached",
+            metrics.connections_refused.clone(),
         );
         registry.register(
             "agents",

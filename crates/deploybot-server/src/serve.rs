@@ -12,6 +12,9 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::AsyncWriteExt;
+
 use axum::Extension;
 use axum::extract::ConnectInfo;
 use futures_util::FutureExt;
@@ -34,12 +37,68 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// file descriptors), instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The answer to a connection over the cap, written straight to the
+/// socket: a 503 in the API's error shape.
+fn too_many_connections() -> Vec<u8> {
+    let body = serde_json::to_string(&deploybot_wire::ErrorBody::new(
+        "too_many_connections",
+        "the controller has too many open connections; try again shortly",
+    ))
+    .unwrap_or_default();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+/// How long writing that answer may take.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open connections, counted against the cap.
+pub struct Connections {
+    cap: usize,
+    open: Gauge,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl Connections {
+    pub fn new(cap: usize, metrics: &crate::metrics::Metrics) -> Self {
+        Connections {
+            cap,
+            open: metrics.connections_open.clone(),
+            refused: metrics.connections_refused.clone(),
+        }
+    }
+
+    /// A slot for one more connection, unless the cap is reached.
+    fn admit(&self) -> Option<Slot> {
+        let open = self.open.inc();
+        if open >= self.cap as i64 {
+            self.open.dec();
+            self.refused.inc();
+            return None;
+        }
+        Some(Slot(self.open.clone()))
+    }
+}
+
+/// One open connection; freed when dropped.
+struct Slot(Gauge);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves; then stops
 /// accepting and waits for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: crate::routes::Service,
+    limits: Connections,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut connections = http1::Builder::new();
@@ -62,6 +121,15 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Some(slot) = limits.admit() else {
+            // Answered rather than left to run the process out of file
+            // descriptors. (A TLS client would not read a plain answer:
+            // it is only closed.)
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
+            continue;
+        };
         let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone()));
         let watcher = graceful.watcher();
         // Two tasks, not one with a branch: a task is as big as its largest
@@ -73,7 +141,10 @@ pub async fn serve(
                 // A combinator, not `async move { watcher.watch(connection).await }`:
                 // an async block keeps its captured connection next to the
                 // future it was moved into, 760 bytes more per connection.
-                tokio::spawn(watcher.watch(connection).map(log_connection_error));
+                tokio::spawn(watcher.watch(connection).map(move |ended| {
+                    drop(slot);
+                    log_connection_error(ended);
+                }));
             }
             Some(tls) => {
                 let connections = connections.clone();
@@ -97,7 +168,8 @@ pub async fn serve(
                         }
                     }
                 };
-                tokio::spawn(handshake.then(OptionFuture::from).map(|ended| {
+                tokio::spawn(handshake.then(OptionFuture::from).map(move |ended| {
+                    drop(slot);
                     if let Some(ended) = ended {
                         log_connection_error(ended);
                     }
@@ -108,6 +180,15 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Tells a connection over the cap to come back later, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let answered = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        stream.write_all(&too_many_connections()).await?;
+        stream.shutdown().await
+    });
+    let _ = answered.await;
 }
 
 fn log_connection_error(ended: Result<(), hyper::Error>) {

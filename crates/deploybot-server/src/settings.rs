@@ -119,6 +119,10 @@ pub struct SettingsLayer {
     #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_DAYS", value_name = "D")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_retention_days: Option<u32>,
+    /// Client connections served at once; more are answered 503 [default: 50000].
+    #[arg(long, env = "DEPLOYBOT_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 /// The variables each secret setting is read from, first set wins. The
@@ -229,6 +233,9 @@ pub struct Settings {
     pub log_retention_jobs: u32,
     /// …and for every job that finished within this many days.
     pub log_retention_days: u32,
+    /// Client connections served at once (each agent holds one); more are
+    /// answered 503. Lowered at start to what the limit on open files allows.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -241,6 +248,7 @@ pub const DEFAULT_APPS: &str = "apps.yaml";
 pub const DEFAULT_LEASE_TIMEOUT: &str = "60s";
 pub const DEFAULT_LOG_RETENTION_JOBS: u32 = 50;
 pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
 
 impl Settings {
     /// Resolves a layer against the defaults.
@@ -332,6 +340,10 @@ impl Settings {
             log_retention_days: layer
                 .log_retention_days
                 .unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
+            max_connections: layer
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                .max(1) as usize,
         })
     }
 }
@@ -426,6 +438,12 @@ lease_timeout = "{DEFAULT_LEASE_TIMEOUT}"
 #   flag: --log-retention-jobs, --log-retention-days
 log_retention_jobs = {DEFAULT_LOG_RETENTION_JOBS}
 log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
+
+# Client connections served at once (every agent holds one); more are answered
+# 503 with Retry-After. At start it is lowered to what the limit on open files
+# allows (the soft limit is raised to the hard one first).
+#   env: DEPLOYBOT_MAX_CONNECTIONS   flag: --max-connections
+max_connections = {DEFAULT_MAX_CONNECTIONS}
 "#
     )
 }

@@ -5,6 +5,7 @@ mod agents;
 mod apps;
 mod auth;
 mod cluster;
+mod connections;
 mod dispatch_race;
 mod errors;
 mod helpers;
