@@ -34,7 +34,7 @@ use deploybot_wire::{
 use tokio::sync::watch;
 use tokio::task::block_in_place;
 
-use crate::balancer::RoundRobin;
+use crate::common::RoundRobin;
 use crate::common::{
     AgentProcess, Api, DEADLINE, Database, Log, SECRET, Server, agent_command, controller_command,
     ok_json, port_of, push_body, sha, write, write_script,

@@ -7,7 +7,7 @@
 //! condition it can wait on.
 
 mod auth;
-mod balancer;
+
 mod client_deploy;
 mod client_errors;
 mod client_follow;
