@@ -737,18 +737,6 @@ async fn open_takes_both_url_schemes_and_hides_passwords_in_errors() {
     db.drop_now().await;
 }
 
-#[test]
-fn database_names_are_replaced_in_urls() {
-    assert_eq!(
-        support::with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        support::with_database("postgresql://u:p@db?sslmode=disable", "x"),
-        "postgresql://u:p@db/x?sslmode=disable"
-    );
-}
-
 /// The next event of `events`, failing the test after a few seconds.
 async fn next_event(
     events: &mut tokio::sync::broadcast::Receiver<deploybot_store::StoreEvent>,

@@ -7,7 +7,7 @@
 //! is sent before the controller exits.
 
 #[allow(dead_code, unused_imports)] // this target uses part of the helpers
-#[path = "cli/common.rs"]
+#[path = "cli/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

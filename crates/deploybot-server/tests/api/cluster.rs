@@ -1,13 +1,11 @@
 //! Several controllers on one PostgreSQL database: what one commits, the
 //! others hear of (LISTEN/NOTIFY) and act on at once. Each test gets a
-//! database of its own on the server `DEPLOYBOT_TEST_POSTGRES_URL` names
-//! (default: this machine's, as `.ci/postgres.sh` sets it up), created and
-//! dropped with psql; `DEPLOYBOT_TEST_POSTGRES=skip` skips them.
+//! database of its own (see `deploybot_test_postgres` for which server).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use deploybot_server::SettingsLayer;
+use deploybot_test_postgres::Database;
 use deploybot_wire::{HeartbeatResponse, Job, LogEntry};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,60 +14,14 @@ use crate::helpers::{SHA_A, TestApp, ok_json, spawn_app_with_settings};
 use crate::logs::{SseReader, lines};
 use crate::metrics::wait_for_sample;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 /// A held heartbeat answered sooner than this was woken, not timed out
 /// (it waits 20 s); generous, for slow CI machines.
 const WOKEN_WITHIN: Duration = Duration::from_secs(5);
 
-/// A database of its own, dropped at the end of the test.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    /// `None` when the PostgreSQL tests are switched off.
-    fn create() -> Option<Database> {
-        if std::env::var("DEPLOYBOT_TEST_POSTGRES").as_deref() == Ok("skip") {
-            return None;
-        }
-        let admin_url =
-            std::env::var("DEPLOYBOT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let name = format!("deploybot_cluster_{}", uuid::Uuid::now_v7().simple());
-        psql(&admin_url, &format!("CREATE DATABASE {name}"));
-        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        Some(Database {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let status = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .status()
-        .unwrap_or_else(|err| {
-            panic!("psql: {err} (is PostgreSQL's client installed? see .ci/postgres.sh)")
-        });
-    assert!(status.success(), "psql {sql:?} failed against {url}");
+/// A database of its own, dropped at the end of the test; `None` when the
+/// PostgreSQL tests are skipped (see `deploybot_test_postgres`).
+fn database() -> Option<Database> {
+    Database::create("deploybot_cluster")
 }
 
 async fn instance(db: &Database) -> TestApp {
@@ -101,7 +53,7 @@ fn hold_heartbeat(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_queued_through_one_instance_wakes_a_long_poll_held_by_another() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = database() else { return };
     let a = instance(&db).await;
     let b = instance(&db).await;
     let agent = a.register("web-01").await;
@@ -149,7 +101,7 @@ async fn upload_through(app: &TestApp, token: &str, agent: &str, job: &Job, line
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_streams_on_one_instance_show_lines_and_statuses_from_every_instance() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = database() else { return };
     let a = instance(&db).await;
     let b = instance(&db).await;
     let agent = a.register("web-02").await;
@@ -253,7 +205,7 @@ async fn wait_agent_status(app: &TestApp, agent_id: &str, status: deploybot_wire
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_registered_through_one_instance_works_through_every_other() {
     use deploybot_wire::AgentStatus::{Busy, Idle};
-    let Some(db) = Database::create() else { return };
+    let Some(db) = database() else { return };
     // Both instances run before the agent enrolls: B never served its
     // registration and did not load it at start.
     let a = instance(&db).await;
@@ -281,7 +233,7 @@ async fn an_agent_registered_through_one_instance_works_through_every_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_through_one_instance_ends_the_agents_long_poll_held_by_another() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = database() else { return };
     let a = instance(&db).await;
     let b = instance(&db).await;
     let agent = a.register("web-01").await;
@@ -331,7 +283,7 @@ async fn a_revocation_through_one_instance_ends_the_agents_long_poll_held_by_ano
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_kept_alive_by_heartbeats_through_another_instance() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = database() else { return };
     let with_lease = || SettingsLayer {
         database_url: Some(db.url.clone()),
         lease_timeout: Some("2s".into()),

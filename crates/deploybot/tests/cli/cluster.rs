@@ -14,7 +14,9 @@ use crate::common::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_through_one_controller_deploys_at_once_on_an_agent_of_another() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = Database::create("deploybot_cli") else {
+        return;
+    };
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let script = dirs[0].path().join("deploy.sh");
     write_script(&script, "echo 'deployed through the other controller'\n");

@@ -412,7 +412,9 @@ async fn the_same_behind_a_round_robin_balancer_with_agents_enrolling_mid_run() 
 static ONE_PROOF_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn prove(mode: Mode) {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = Database::create("deploybot_cli") else {
+        return;
+    };
     let _alone = ONE_PROOF_AT_A_TIME.lock().await;
     let began = Instant::now();
     let dir = tempfile::tempdir().unwrap();

@@ -210,7 +210,9 @@ async fn the_readmes_nginx_recipe_balances_three_instances_without_losing_anythi
     let Some(nginx_bin) = nginx_binary() else {
         return;
     };
-    let Some(db) = Database::create() else { return };
+    let Some(db) = Database::create("deploybot_cli") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let script = root.join("deploy.sh");

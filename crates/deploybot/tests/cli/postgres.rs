@@ -14,7 +14,9 @@ use crate::common::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_push_deploys_and_a_killed_controller_keeps_its_jobs() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = Database::create("deploybot_cli") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let script = root.join("deploy.sh");
@@ -55,7 +57,9 @@ async fn on_postgres_a_push_deploys_and_a_killed_controller_keeps_its_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_fails_while_the_database_is_unreachable_and_recovers_after() {
-    let Some(db) = Database::create() else { return };
+    let Some(db) = Database::create("deploybot_cli") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     crate::common::write(dir.path().join("apps.yaml"), crate::common::WEB_APPS_YAML);
     let mut cmd = controller_command(dir.path(), "127.0.0.1:0", "10s");
@@ -69,11 +73,11 @@ async fn ready_fails_while_the_database_is_unreachable_and_recovers_after() {
 
     // The database goes away: no new connections, the open ones cut.
     psql(
-        &db.admin_url,
+        db.admin_url,
         &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", db.name),
     );
     psql(
-        &db.admin_url,
+        db.admin_url,
         &format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
             db.name
@@ -88,7 +92,7 @@ async fn ready_fails_while_the_database_is_unreachable_and_recovers_after() {
 
     // It comes back; the controller recovers by itself.
     psql(
-        &db.admin_url,
+        db.admin_url,
         &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", db.name),
     );
     let deadline = std::time::Instant::now() + crate::common::DEADLINE;

@@ -258,7 +258,6 @@ pub async fn ok_text(response: reqwest::Response) -> String {
     text
 }
 
-
 /// `deploybot server` in `dir` listening on `listen` (`127.0.0.1:0` or a
 /// port from an earlier run), with `dir/apps.yaml`, `dir/data`, the test
 /// webhook secret and `--lease-timeout lease_timeout`.
