@@ -436,7 +436,9 @@ fn check_usable(info: &TokenInfo) -> Result<(), ApiError> {
 
 /// The caller's address: the connection's peer, or, when that peer is a
 /// trusted reverse proxy, the address the proxy appended to
-/// `X-Forwarded-For` (the last entry: earlier ones are the client's to forge).
+/// `X-Forwarded-For` (the last entry: earlier ones are the client's to
+/// forge). When that last entry is not an address, the proxy's own
+/// address is used: nothing left of it can be trusted.
 pub fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
     let peer = parts
         .extensions
@@ -445,15 +447,33 @@ pub fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAdd
     if !trusted_proxies.contains(&peer) {
         return Some(peer);
     }
-    let forwarded = parts
+    let last_hop = parts
         .headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-        .next_back();
-    Some(forwarded.unwrap_or(peer))
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .and_then(forwarded_address);
+    Some(last_hop.unwrap_or(peer))
+}
+
+/// One `X-Forwarded-For` entry as an address: `1.2.3.4`, `2001:db8::1`,
+/// or with a port, `1.2.3.4:5678` and `[2001:db8::1]:443` (some proxies
+/// add it); `None` for anything else (`unknown`, an obfuscated name).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = entry.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -488,5 +508,51 @@ impl FromRequestParts<AppState> for Address {
         Ok(Address(
             client_address(parts, &state.trusted_proxies).map(|ip| ip.to_string()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut request = axum::http::Request::builder();
+        for value in forwarded {
+            request = request.header("x-forwarded-for", *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        parts
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn only_the_hop_the_trusted_proxy_added_is_believed() {
+        let proxy = ["10.0.0.1".parse().unwrap()];
+        let cases = [
+            (vec!["1.1.1.1, 7.7.7.7"], ip("7.7.7.7")),
+            (vec!["1.1.1.1", "7.7.7.7"], ip("7.7.7.7")),
+            (vec!["7.7.7.7:1234"], ip("7.7.7.7")),
+            (vec!["[2001:db8::1]:443"], ip("2001:db8::1")),
+            (vec!["[2001:db8::1]"], ip("2001:db8::1")),
+            (vec!["2001:db8::1"], ip("2001:db8::1")),
+            // Unparsable last hop: never the client-written entry left of it.
+            (vec!["1.1.1.1, unknown"], ip("10.0.0.1")),
+            (vec!["1.1.1.1, 7.7.7.7:bad"], ip("10.0.0.1")),
+            (vec!["1.1.1.1", ""], ip("10.0.0.1")),
+            (vec![], ip("10.0.0.1")),
+        ];
+        for (forwarded, expected) in cases {
+            let parts = parts("10.0.0.1:5000", &forwarded);
+            assert_eq!(client_address(&parts, &proxy), expected, "{forwarded:?}");
+        }
+        // From anyone else, the header is ignored.
+        let parts = parts("8.8.8.8:5000", &["7.7.7.7"]);
+        assert_eq!(client_address(&parts, &proxy), ip("8.8.8.8"));
     }
 }

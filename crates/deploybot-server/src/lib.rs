@@ -178,6 +178,7 @@ impl Controller {
                 "no webhook secret configured: GitHub webhooks will be refused until DEPLOYBOT_WEBHOOK_SECRET is set"
             );
         }
+        warn_of_weak_secrets(&settings, &apps);
         tracing::info!(
             apps = apps.apps().len(),
             agents = agents.len(),
@@ -338,6 +339,41 @@ impl Controller {
         .await;
         let _ = maintenance.await;
         served
+    }
+}
+
+/// Webhook secrets shorter than this are guessable offline from one signed
+/// delivery; GitHub suggests a long random string.
+const MIN_WEBHOOK_SECRET: usize = 16;
+
+/// Warns of each webhook secret shorter than [`MIN_WEBHOOK_SECRET`].
+fn warn_of_weak_secrets(settings: &Settings, apps: &AppsConfig) {
+    let configured = [
+        ("DEPLOYBOT_WEBHOOK_SECRET", settings.webhook_secret.as_ref()),
+        (
+            "DEPLOYBOT_WEBHOOK_SECRET_PREVIOUS",
+            settings.webhook_secret_previous.as_ref(),
+        ),
+    ];
+    for (name, secret) in configured {
+        if let Some(secret) = secret
+            && secret.expose().chars().count() < MIN_WEBHOOK_SECRET
+        {
+            tracing::warn!(
+                "the webhook secret {name} is shorter than {MIN_WEBHOOK_SECRET} characters: anyone who sees one signed delivery can guess it; use a long random one (`openssl rand -hex 32`)"
+            );
+        }
+    }
+    for app in apps.apps() {
+        if let Some(secret) = &app.webhook_secret
+            && secret.expose().chars().count() < MIN_WEBHOOK_SECRET
+        {
+            tracing::warn!(
+                app = %app.name,
+                "app {}'s webhook secret is shorter than {MIN_WEBHOOK_SECRET} characters: use a long random one (`openssl rand -hex 32`)",
+                app.name
+            );
+        }
     }
 }
 

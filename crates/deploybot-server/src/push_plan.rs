@@ -92,12 +92,25 @@ fn plan_push(
             jobs: Vec::new(),
         });
     }
-    // GitHub sends 40 zeros as `after` only for deletions; anything else that
-    // is not a SHA is dropped rather than trusted.
-    let sha = payload
-        .after
-        .clone()
-        .filter(|sha| names::check_sha(sha).is_ok());
+    // A push names the commit it pushed: 40 hex digits (64 in a SHA-256
+    // repository), never all zeros (that is a deletion, said by
+    // `deleted`). A push without one could be replayed as new forever.
+    let sha = match payload.after.as_deref() {
+        Some(sha)
+            if matches!(sha.len(), 40 | 64)
+                && names::check_sha(sha).is_ok()
+                && sha.bytes().any(|b| b != b'0') =>
+        {
+            sha.to_ascii_lowercase()
+        }
+        _ => {
+            return Err(BadPush(
+                "push payload lacks the pushed commit: `after` must be its 40-hex-digit SHA"
+                    .to_owned(),
+            ));
+        }
+    };
+    let sha = Some(sha);
 
     let mut plan = apps.plan_push(repo, git_ref);
     plan.targets.retain(|app| {
@@ -275,9 +288,16 @@ apps:
     }
 
     #[test]
-    fn a_push_without_repository_or_ref_is_refused() {
+    fn a_push_without_repository_ref_or_commit_is_refused() {
         let mut payload = push("refs/heads/main", SHA);
         payload.repository = None;
         assert!(plan_delivery(&apps(), &SignedBy::Global, "push", &payload, "d1").is_err());
+        let zeros = "0".repeat(40);
+        for after in [None, Some("zzzz"), Some("abc1234"), Some(zeros.as_str())] {
+            let mut payload = push("refs/heads/main", SHA);
+            payload.after = after.map(str::to_owned);
+            let refused = plan_delivery(&apps(), &SignedBy::Global, "push", &payload, "d1");
+            assert!(refused.is_err(), "{after:?}: {refused:?}");
+        }
     }
 }

@@ -267,3 +267,28 @@ async fn a_push_without_a_delivery_id_gets_one_made_up() {
     assert_eq!(answer.verdict, DeliveryVerdict::Queued);
     assert_eq!(app.deliveries().await[0].delivery_id, answer.delivery_id);
 }
+
+#[tokio::test]
+async fn a_signed_push_without_a_valid_commit_is_400_however_often_it_is_sent() {
+    let app = spawn_app().await;
+    for (n, after) in [None, Some("zzzz"), Some("abc1234")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut payload = push_payload("acme/web", "refs/heads/main", SHA_A);
+        match after {
+            Some(after) => payload["after"] = after.into(),
+            None => {
+                payload.as_object_mut().unwrap().remove("after");
+            }
+        }
+        for replay in 0..2 {
+            let response = app
+                .post_webhook("push", &format!("no-commit-{n}-{replay}"), &payload)
+                .await;
+            let body = assert_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
+            assert!(body.detail.contains("after"), "{}", body.detail);
+        }
+    }
+    assert!(app.list_jobs("").await.is_empty());
+}

@@ -197,3 +197,20 @@ async fn an_app_whose_secret_variable_is_unset_stops_the_start_with_the_reason()
         finished.stderr
     );
 }
+
+#[tokio::test]
+async fn a_short_webhook_secret_is_warned_of_at_start_and_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_in(dir.path(), &[("DEPLOYBOT_WEBHOOK_SECRET", "x")], &[]);
+    let line = server
+        .log
+        .wait_for(0, "shorter than 16 characters", DEADLINE)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(line.contains("DEPLOYBOT_WEBHOOK_SECRET"), "{line}");
+    assert!(
+        !line.contains("\"x\""),
+        "the secret itself is not logged: {line}"
+    );
+    let response = push_signed_with(&server, Some("x"), "d-short").await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
