@@ -172,8 +172,19 @@ async fn supervise(
     } = spawned;
     let (tx, rx) = mpsc::channel(LINE_CHANNEL);
     let mut readers = JoinSet::new();
-    readers.spawn(output::read_lines(stdout, LogStream::Stdout, tx.clone()));
-    readers.spawn(output::read_lines(stderr, LogStream::Stderr, tx));
+    let secret_len = redactor.longest();
+    readers.spawn(output::read_lines(
+        stdout,
+        LogStream::Stdout,
+        secret_len,
+        tx.clone(),
+    ));
+    readers.spawn(output::read_lines(
+        stderr,
+        LogStream::Stderr,
+        secret_len,
+        tx,
+    ));
     let collector = tokio::spawn(output::collect(rx, redactor, uploader.sink()));
 
     let timeout = Duration::from_secs(job.deploy.timeout_secs);

@@ -27,6 +27,7 @@ pub(crate) const TAIL_LINES: usize = 20;
 /// controller's 16 KiB for `error` (the full lines are in the log).
 const TAIL_LINE_BYTES: usize = 512;
 
+/// A line of output ready to upload: secrets hidden, within the size limit.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RawLine {
     pub(crate) stream: LogStream,
@@ -34,13 +35,33 @@ pub(crate) struct RawLine {
     pub(crate) text: String,
 }
 
+/// A line as read from a pipe, secrets still in it.
+#[derive(Debug)]
+pub(crate) struct ReadLine {
+    stream: LogStream,
+    at: Timestamp,
+    text: String,
+    /// Longer than was read: the rest of it was dropped.
+    cut: bool,
+}
+
 /// Reads `pipe` to its end, sending each line to `tx` in order. Lines are
 /// split at `\n`, lose one trailing `\r`, and are decoded as UTF-8 with
 /// invalid bytes replaced. A last line without `\n` is sent too.
-pub(crate) async fn read_lines<R>(pipe: R, stream: LogStream, tx: mpsc::Sender<RawLine>)
-where
+///
+/// A line is read up to [`MAX_LINE_BYTES`] plus `secret_len` (the longest
+/// secret) bytes, and the last `secret_len` of a line cut there are dropped:
+/// a secret that starts before the cut is then read whole, so it is hidden
+/// before the line is cut to its limit, and no part of one is left.
+pub(crate) async fn read_lines<R>(
+    pipe: R,
+    stream: LogStream,
+    secret_len: usize,
+    tx: mpsc::Sender<ReadLine>,
+) where
     R: AsyncRead + Unpin,
 {
+    let read_at_most = MAX_LINE_BYTES + secret_len;
     let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
     let mut cut = false;
@@ -50,7 +71,7 @@ where
             Ok(buf) => {
                 let newline = buf.iter().position(|&b| b == b'\n');
                 let chunk = &buf[..newline.unwrap_or(buf.len())];
-                let room = MAX_LINE_BYTES - line.len();
+                let room = read_at_most - line.len();
                 if chunk.len() > room {
                     cut = true;
                 }
@@ -67,7 +88,11 @@ where
         };
         reader.consume(consumed);
         if complete {
-            if tx.send(finish(stream, &line, cut)).await.is_err() {
+            if tx
+                .send(finish(stream, &line, cut, secret_len))
+                .await
+                .is_err()
+            {
                 return;
             }
             line.clear();
@@ -76,20 +101,36 @@ where
     }
     if !line.is_empty() || cut {
         // The receiver may be gone; then nobody wants the line.
-        let _ = tx.send(finish(stream, &line, cut)).await;
+        let _ = tx.send(finish(stream, &line, cut, secret_len)).await;
     }
 }
 
-fn finish(stream: LogStream, bytes: &[u8], cut: bool) -> RawLine {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    if cut || text.len() > MAX_LINE_BYTES {
+fn finish(stream: LogStream, bytes: &[u8], cut: bool, secret_len: usize) -> ReadLine {
+    let bytes = if cut {
+        // Maybe the start of a secret: dropped (see `read_lines`).
+        &bytes[..bytes.len().saturating_sub(secret_len)]
+    } else {
+        bytes.strip_suffix(b"\r").unwrap_or(bytes)
+    };
+    ReadLine {
+        stream,
+        at: Timestamp::now_utc(),
+        text: String::from_utf8_lossy(bytes).into_owned(),
+        cut,
+    }
+}
+
+/// `line` with its secrets hidden, then cut to [`MAX_LINE_BYTES`] (in that
+/// order: a secret that straddled the cut would leave its start otherwise).
+pub(crate) fn clean(line: ReadLine, redactor: &Redactor) -> RawLine {
+    let mut text = redactor.redact(&line.text);
+    if line.cut || text.len() > MAX_LINE_BYTES {
         truncate(&mut text, MAX_LINE_BYTES - CUT_MARKER.len());
         text.push_str(CUT_MARKER);
     }
     RawLine {
-        stream,
-        at: Timestamp::now_utc(),
+        stream: line.stream,
+        at: line.at,
         text,
     }
 }
@@ -136,16 +177,16 @@ impl Tail {
     }
 }
 
-/// Redacts every line from `rx` and hands it to `sink`, until both readers
+/// Cleans every line from `rx` and hands it to `sink`, until both readers
 /// are done; returns the last lines.
 pub(crate) async fn collect(
-    mut rx: mpsc::Receiver<RawLine>,
+    mut rx: mpsc::Receiver<ReadLine>,
     redactor: Redactor,
     sink: LogSink,
 ) -> Tail {
     let mut tail = Tail::default();
-    while let Some(mut line) = rx.recv().await {
-        line.text = redactor.redact(&line.text);
+    while let Some(line) = rx.recv().await {
+        let line = clean(line, &redactor);
         tail.push(&line.text);
         sink.push(line);
     }
@@ -157,19 +198,48 @@ mod tests {
     use super::*;
 
     async fn lines_of(input: &[u8]) -> Vec<String> {
+        cleaned_lines_of(input, &Redactor::default()).await
+    }
+
+    async fn cleaned_lines_of(input: &[u8], redactor: &Redactor) -> Vec<String> {
         let (tx, mut rx) = mpsc::channel(16);
         let reader = tokio::spawn(read_lines(
             std::io::Cursor::new(input.to_vec()),
             LogStream::Stdout,
+            redactor.longest(),
             tx,
         ));
         let mut lines = Vec::new();
         while let Some(line) = rx.recv().await {
+            let line = clean(line, redactor);
             assert_eq!(line.stream, LogStream::Stdout);
             lines.push(line.text);
         }
         reader.await.unwrap();
         lines
+    }
+
+    #[tokio::test]
+    async fn a_secret_straddling_the_cut_is_hidden_whole() {
+        let secret = "s3cr3t-0123456789-abcdefghij";
+        let redactor = Redactor::new([("DB_PASSWORD", secret)]);
+        for start in [MAX_LINE_BYTES - 40, MAX_LINE_BYTES - 10, MAX_LINE_BYTES - 1] {
+            let mut input = vec![b'x'; start];
+            input.extend_from_slice(secret.as_bytes());
+            input.extend_from_slice(&[b'y'; 100]);
+            input.extend_from_slice(b"\n");
+            let lines = cleaned_lines_of(&input, &redactor).await;
+            assert_eq!(lines.len(), 1);
+            let line = &lines[0];
+            assert!(line.len() <= MAX_LINE_BYTES, "{}", line.len());
+            assert!(line.ends_with(CUT_MARKER));
+            for part in [&secret[..4], &secret[..8], "s3cr"] {
+                assert!(
+                    !line.contains(part),
+                    "{start}: part {part:?} of the secret left"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -64,6 +64,11 @@ impl Redactor {
         Redactor::new(own.chain(extra))
     }
 
+    /// The length in bytes of the longest secret (0 with none).
+    pub(crate) fn longest(&self) -> usize {
+        self.secrets.first().map_or(0, String::len)
+    }
+
     /// `text` with every secret replaced by `***`.
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
