@@ -11,6 +11,7 @@ mod agents;
 mod audit;
 mod credentials;
 mod deliveries;
+mod files;
 mod jobs;
 mod leases;
 mod logs;
@@ -93,11 +94,7 @@ impl SqliteStore {
     }
 
     fn open_blocking(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|err| {
-                StoreError::Setup(format!("cannot create {}: {err}", dir.display()))
-            })?;
-        }
+        files::prepare(path)?;
         let cannot_open = |err: rusqlite::Error| {
             StoreError::Setup(format!("cannot open {}: {err}", path.display()))
         };

@@ -111,3 +111,23 @@ fn an_unknown_key_in_the_config_file_is_refused() {
     assert!(out.stderr.contains("server.toml"), "{out:?}");
     assert!(out.stderr.contains("listen_port"), "{out:?}");
 }
+
+#[test]
+fn a_data_directory_others_may_read_is_warned_of() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("open-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = crate::common::server_command(dir.path(), &[]);
+    cmd.arg("--data-dir").arg(&data);
+    let server = Server::start(cmd);
+    let line = server
+        .log
+        .wait_for(0, "has mode 755", crate::common::DEADLINE)
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(line.contains("chmod 700"), "{line}");
+    let db = data.join("deploybot.db");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", db.display());
+}
