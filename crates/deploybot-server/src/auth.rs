@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
+use crate::failures::FailureTable;
 use crate::settings::Secret;
 use crate::state::AppState;
 
@@ -37,13 +38,8 @@ pub const AGENT_PREFIX: &str = "dbt_agent_";
 
 /// How long a resolved token is trusted without asking the database.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Failed attempts an address may make per [`FAILURE_WINDOW`]; past them its
-/// failures are answered 429 (with when to retry) instead of 401.
-const FAILURES_ALLOWED: u32 = 20;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Bounds of the in-memory maps: past these they are cleared, not grown.
+/// Bound of the token cache: past it, it is cleared, not grown.
 const MAX_CACHED: usize = 100_000;
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
 
 /// A new secret token of a kind: the prefix, then 64 hex digits.
 pub fn new_token(prefix: &str) -> String {
@@ -209,11 +205,6 @@ pub fn writing_agent(caller: &Caller, named: Option<String>) -> Result<Option<St
     }
 }
 
-struct Failures {
-    count: u32,
-    since: Instant,
-}
-
 /// Credentials the controller checks, and what it remembers of them.
 pub struct Auth {
     insecure: bool,
@@ -221,7 +212,8 @@ pub struct Auth {
     enrollment: Option<[u8; 32]>,
     /// Keyed by the token's SHA-256: 32 bytes inline, no second allocation.
     cache: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Wrong tokens per address; past the allowance, 429 instead of 401.
+    failures: Mutex<FailureTable>,
 }
 
 impl Auth {
@@ -231,7 +223,7 @@ impl Auth {
             admin: admin.map(|s| digest(s.expose())),
             enrollment: enrollment.map(|s| digest(s.expose())),
             cache: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(FailureTable::default()),
         }
     }
 
@@ -355,37 +347,24 @@ impl Auth {
 
     fn check_not_throttled(&self, address: IpAddr) -> Result<(), ApiError> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match failures.get(&address) {
-            Some(f) if f.count > FAILURES_ALLOWED && f.since.elapsed() < FAILURE_WINDOW => {
-                let retry = FAILURE_WINDOW.saturating_sub(f.since.elapsed()).as_secs() + 1;
-                Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_auth_failures",
-                    format!(
-                        "too many requests with bad credentials from {address}; try again in {retry}s"
-                    ),
-                ))
-            }
-            _ => Ok(()),
+        match failures.throttled(address, Instant::now()) {
+            Some(retry) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_auth_failures",
+                format!(
+                    "too many requests with bad credentials from {address}; try again in {retry}s"
+                ),
+            )
+            .retry_after(retry)),
+            None => Ok(()),
         }
     }
 
     fn failed(&self, address: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_TRACKED_ADDRESSES {
-            failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = failures.entry(address).or_insert(Failures {
-            count: 0,
-            since: Instant::now(),
-        });
-        if entry.since.elapsed() >= FAILURE_WINDOW {
-            *entry = Failures {
-                count: 0,
-                since: Instant::now(),
-            };
-        }
-        entry.count += 1;
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(address, Instant::now());
     }
 }
 

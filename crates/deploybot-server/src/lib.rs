@@ -27,6 +27,7 @@
 mod auth;
 mod dispatch;
 mod error;
+mod failures;
 mod http_metrics;
 mod live;
 mod maintenance;

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_TOKEN, ENROLLMENT_TOKEN, SHA_A, SHA_B, TestApp, ok_json, spawn_app,
+    ADMIN_TOKEN, ENROLLMENT_TOKEN, SHA_A, SHA_B, TestApp, assert_error, ok_json, spawn_app,
     spawn_app_with_settings,
 };
 
@@ -466,6 +466,26 @@ async fn repeated_bad_tokens_from_one_address_are_slowed_down() {
     }
     assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
     assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS));
+    // The answer says when to come back, in a header as well.
+    let throttled = app
+        .client
+        .get(app.url("/v1/jobs"))
+        .bearer_auth("dbt_api_guess")
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry), "{retry}");
+    assert_error(
+        throttled,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_auth_failures",
+    )
+    .await;
     // A valid token from the same address is not held up by the bad ones.
     let valid = app
         .call(Method::GET, "/v1/jobs", Some(ADMIN_TOKEN), Value::Null)
