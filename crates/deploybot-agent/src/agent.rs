@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::client::{CallError, Client};
+use crate::client::{CallError, Client, Token};
 use crate::identity::{self, Identity};
 use crate::job::{JobSettings, RunningJob, StopReason};
 use crate::policy::Policy;
@@ -58,60 +58,42 @@ pub(crate) async fn run(
             tracing::info!(?apps, "agent policy: only these apps may deploy here");
         }
     }
-    let start = tokio::select! {
-        start = first_registration(&client, &config, saved) => start?,
+    let identity = tokio::select! {
+        identity = first_registration(&client, &config, saved) => identity?,
         () = &mut shutdown => return Ok(()),
     };
-    let identity = match start {
-        Start::Registered(identity) => {
-            identity::save(&config.state_dir, &identity).map_err(|source| {
-                AgentError::Identity {
-                    path: identity::path(&config.state_dir),
-                    source,
-                }
-            })?;
-            tracing::info!(agent = %identity.id, host = %identity.hostname, "agent registered");
-            identity
-        }
-        Start::Resumed(identity) => {
-            tracing::info!(agent = %identity.id, host = %identity.hostname, "agent resumed with its saved token");
-            identity
-        }
-    };
+    identity::save(&config.state_dir, &identity).map_err(|source| AgentError::Identity {
+        path: identity::path(&config.state_dir),
+        source,
+    })?;
+    tracing::info!(agent = %identity.id, host = %identity.hostname, "agent registered");
     let policy = config.policy.clone().map(Arc::new);
     heartbeat_loop(&config, &client, policy, identity, shutdown).await;
     Ok(())
 }
 
-/// How the agent got the token it starts with.
-enum Start {
-    /// A new one, to be saved.
-    Registered(Identity),
-    /// The saved one: registering was refused (see [`first_registration`]).
-    Resumed(Identity),
-}
-
 /// Registers, waiting out an unreachable controller; a refusal is final.
 ///
 /// Registering on every start is what tells the controller that the job a
-/// previous run left behind is lost, and updates the capabilities. When the
-/// enrollment token is refused (none configured, expired, used up), the
-/// agent carries on with the token saved by its last registration instead,
-/// if it has one for this host and controller, until that is refused too.
+/// previous run left behind is lost, and updates the capabilities. The
+/// agent registers with the token saved by its last registration when it
+/// has one for this host and controller (a host that has an agent is
+/// registered again only by that agent), and with the enrollment token
+/// otherwise, or when the saved one was refused (revoked, replaced).
 async fn first_registration(
     client: &Client,
     config: &AgentConfig,
     saved: Option<Identity>,
-) -> Result<Start, AgentError> {
-    let mut saved = saved.filter(|saved| {
+) -> Result<Identity, AgentError> {
+    let own = saved.and_then(|saved| {
         saved
             .token_for(&config.hostname, client.base().as_str())
-            .is_some()
+            .cloned()
     });
     let mut backoff = Backoff::default();
     loop {
-        match register(client, config).await {
-            Ok(identity) => return Ok(Start::Registered(identity)),
+        match register(client, config, own.clone()).await {
+            Ok(identity) => return Ok(identity),
             Err(err) if err.is_retryable() => {
                 tracing::warn!(error = %err, "cannot register yet; retrying");
                 backoff.wait().await;
@@ -119,15 +101,6 @@ async fn first_registration(
             Err(CallError::Status { status, message }) => {
                 let enrollment_refused =
                     matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-                if enrollment_refused && let Some(saved) = saved.take() {
-                    if config.enrollment_token.is_some() {
-                        tracing::warn!(%status, error = %message, "the controller refused the enrollment token; carrying on with the agent token saved by the last registration");
-                    } else {
-                        tracing::info!(%status, "registering needs an enrollment token and none is configured; carrying on with the agent token saved by the last registration");
-                    }
-                    client.set_token(saved.token.clone());
-                    return Ok(Start::Resumed(saved));
-                }
                 return Err(match (status, &config.enrollment_token) {
                     (StatusCode::UNAUTHORIZED, None) => {
                         AgentError::EnrollmentTokenMissing { message }
@@ -151,15 +124,39 @@ async fn first_registration(
     }
 }
 
-/// Registers; from then on every call sends the new agent token.
-async fn register(client: &Client, config: &AgentConfig) -> Result<Identity, CallError> {
+/// Registers: with the agent's own token `own` when it has one (the host
+/// stays its own), else (or when that one is refused: revoked or replaced)
+/// with the enrollment token. From then on every call sends the new agent
+/// token.
+async fn register(
+    client: &Client,
+    config: &AgentConfig,
+    own: Option<Token>,
+) -> Result<Identity, CallError> {
     let request = RegisterAgentRequest {
         hostname: config.hostname.clone(),
         capabilities: config.capabilities.clone(),
     };
-    let registered = client
-        .register(&request, config.enrollment_token.as_ref())
-        .await?;
+    let mut registered = None;
+    if let Some(own) = own {
+        match client.register(&request, Some(&own)).await {
+            Ok(done) => registered = Some(done),
+            Err(err) if err.is_unauthorized() => {
+                tracing::info!(
+                    "the agent token was refused; enrolling again with the enrollment token"
+                );
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let registered = match registered {
+        Some(registered) => registered,
+        None => {
+            client
+                .register(&request, config.enrollment_token.as_ref())
+                .await?
+        }
+    };
     Ok(Identity {
         id: registered.agent.id,
         hostname: registered.agent.hostname,
@@ -328,7 +325,7 @@ async fn attempt(
         if beat.unconfirmed {
             backoff.wait().await;
         }
-        return match register(client, config).await {
+        return match register(client, config, client.token()).await {
             Ok(identity) => Step::Registered(identity),
             Err(err) => {
                 if registration_failed(&err, config) {
@@ -370,6 +367,11 @@ fn registration_failed(err: &CallError, config: &AgentConfig) -> bool {
         err.status(),
         Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
     );
+    if err.status() == Some(StatusCode::CONFLICT) {
+        // Another agent has this host now (an admin replaced this one).
+        tracing::error!(error = %err, "the controller gave this host to another agent; retrying");
+        return true;
+    }
     if err.is_unauthorized() && config.enrollment_token.is_none() {
         tracing::error!(error = %err, "agent token refused and no enrollment token configured: set DEPLOYBOT_ENROLLMENT_TOKEN");
     } else if enrollment_refused {

@@ -166,13 +166,30 @@ impl Caller {
         }
     }
 
-    /// Registering an agent.
-    pub fn require_enroll(&self) -> Result<(), ApiError> {
+    /// Registering an agent for `hostname`: an enrollment token, or the
+    /// agent's own token (to register again: a new token, same agent).
+    /// `true` when the registration may take the host from an agent that
+    /// has it now: the agent itself, an enrollment token made for the host,
+    /// or open mode. Any other enrollment token registers only a host
+    /// without an agent.
+    pub fn may_register(&self, hostname: &str) -> Result<bool, ApiError> {
         match self {
-            Caller::Open | Caller::ConfiguredEnrollment => Ok(()),
-            Caller::Token(token) if token.role == TokenRole::Enroll => Ok(()),
+            Caller::Open => Ok(true),
+            Caller::Agent { host, .. } if host == hostname => Ok(true),
+            Caller::Agent { host, .. } => Err(ApiError::forbidden(format!(
+                "this agent token belongs to host {host}; it cannot register {hostname}"
+            ))),
+            Caller::ConfiguredEnrollment => Ok(false),
+            Caller::Token(token) if token.role == TokenRole::Enroll => match &token.hostname {
+                None => Ok(false),
+                Some(host) if host == hostname => Ok(true),
+                Some(host) => Err(ApiError::forbidden(format!(
+                    "enrollment token {} is for host {host} only, not {hostname}",
+                    token.id
+                ))),
+            },
             other => Err(ApiError::forbidden(format!(
-                "{} cannot register agents; that needs an enrollment token",
+                "{} cannot register agents; that needs an enrollment token (or the agent's own token)",
                 other.describe()
             ))),
         }

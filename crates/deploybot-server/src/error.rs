@@ -85,6 +85,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(why) => ApiError::conflict(why),
             StoreError::NotYours(why) => ApiError::forbidden(why),
+            taken @ StoreError::HostTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "host_has_agent", taken.to_string())
+            }
             other => {
                 // The cause goes to the log, never to the client.
                 tracing::error!(error = %other, "database failure");

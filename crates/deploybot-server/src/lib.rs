@@ -118,6 +118,7 @@ async fn bootstrap_admin(
             apps: None,
             single_use: false,
             expires_at: None,
+            hostname: None,
         })
         .await?;
     store

@@ -47,6 +47,10 @@ pub enum StoreError {
     /// The database failed. The text is for logs, never for clients.
     #[error("database error: {0}")]
     Database(String),
+    /// The host already has an agent, and the registration may not take
+    /// it over; nothing changed.
+    #[error("host {hostname} already has an agent ({agent_id})")]
+    HostTaken { hostname: String, agent_id: String },
     /// The store is shutting down or its writer is gone.
     #[error("the store is closed")]
     Closed,
@@ -172,6 +176,8 @@ pub struct StatusReport {
 pub struct Registered {
     pub agent: Agent,
     pub lost: Vec<Job>,
+    /// The host had an agent (with a token) until now.
+    pub replaced: bool,
 }
 
 /// What appending log lines stored.
@@ -254,6 +260,8 @@ pub struct NewToken {
     pub apps: Option<Vec<String>>,
     pub single_use: bool,
     pub expires_at: Option<Timestamp>,
+    /// An enrollment token made for this host only.
+    pub hostname: Option<String>,
 }
 
 /// The agent an agent token belongs to.
@@ -274,6 +282,10 @@ pub struct NewRegistration {
     pub token_hash: String,
     /// A single-use enrollment token to mark used in the same transaction.
     pub use_enrollment_token: Option<String>,
+    /// Whether this registration may take the host from an agent that has
+    /// it now (the agent itself, or a token made for the host); otherwise a
+    /// host with an agent is [`StoreError::HostTaken`].
+    pub may_replace: bool,
 }
 
 /// An audit log entry to record.

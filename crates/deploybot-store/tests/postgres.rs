@@ -206,7 +206,7 @@ async fn the_database_keeps_one_running_job_per_host_under_concurrent_claims() {
 }
 
 /// The migration files the PostgreSQL backend ships.
-const SHIPPED_MIGRATIONS: usize = 3;
+const SHIPPED_MIGRATIONS: usize = 4;
 
 #[tokio::test]
 async fn migrations_run_once_and_an_edited_migration_is_refused() {
@@ -341,6 +341,7 @@ async fn a_write_cut_off_by_a_lost_connection_leaves_nothing_behind() {
         capabilities: Vec::new(),
         token_hash: "agent-token-1".into(),
         use_enrollment_token: None,
+        may_replace: true,
     };
     store.register_agent(registration.clone()).await.unwrap();
 
@@ -635,6 +636,7 @@ async fn a_single_use_enrollment_token_registers_once_across_instances() {
                         capabilities: Vec::new(),
                         token_hash: format!("agent-token-{i}"),
                         use_enrollment_token: Some("tok_e".into()),
+                        may_replace: false,
                     })
                     .await
             })

@@ -310,6 +310,7 @@ fn registration(id: &str, host: &str, capabilities: Vec<String>) -> NewRegistrat
         capabilities,
         token_hash: format!("hash-of-{id}"),
         use_enrollment_token: None,
+        may_replace: true,
     }
 }
 

@@ -58,6 +58,11 @@ pub struct CreateTokenRequest {
     /// `enroll` only: the token works for one registration.
     #[serde(default)]
     pub single_use: bool,
+    /// `enroll` only: the token registers this host only, and may do so
+    /// while the host has an agent (which it replaces). Without it, an
+    /// enrollment token registers only hosts that have no agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// A token as listed: everything but the secret, which is never stored.
@@ -83,6 +88,9 @@ pub struct TokenInfo {
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<Timestamp>,
+    /// An enrollment token made for one host: the host it may register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 /// Answer of `POST /v1/tokens`: the token, shown this once.

@@ -120,12 +120,20 @@ async fn a_revoked_token_mid_deploy_loses_and_repeats_no_output() {
     let refused = attempts.iter().position(|a| a.status == 401).unwrap();
     assert_eq!(attempts[refused + 1].status, 200);
     assert_eq!(attempts[refused].lines, attempts[refused + 1].lines);
-    let registers = record.calls_of(CallKind::Register);
-    assert_eq!(registers.len(), 2);
-    assert!(
-        registers
-            .iter()
-            .all(|c| c.authorization.as_deref() == Some("Bearer enroll-s3cret-token"))
+    // It registered again with its own token first (refused: revoked),
+    // then with the enrollment token.
+    let registers: Vec<(Option<&str>, u16)> = record
+        .calls_of(CallKind::Register)
+        .iter()
+        .map(|c| (c.authorization.as_deref(), c.status))
+        .collect();
+    assert_eq!(
+        registers,
+        [
+            (Some("Bearer enroll-s3cret-token"), 200),
+            (Some("Bearer agent-secret-1"), 401),
+            (Some("Bearer enroll-s3cret-token"), 200),
+        ]
     );
     let last_upload = record.calls_of(CallKind::Logs).pop().unwrap();
     assert_eq!(
@@ -148,7 +156,8 @@ async fn a_revoked_token_mid_deploy_loses_and_repeats_no_output() {
             })
         })
         .await;
-    assert_eq!(record.answered(401), 1);
+    // The refused upload, and the refused registration with the old token.
+    assert_eq!(record.answered(401), 2);
     agent.stop().await.unwrap();
 
     let logs = logs.text();
@@ -209,18 +218,22 @@ async fn without_an_enrollment_token_a_refused_token_is_an_error_not_a_tight_loo
     let during = fake.record().calls.len() - before;
     assert!(during <= 3, "{during} requests in 2 s");
     assert!(!agent.is_finished());
+    // Its own (revoked) token, then no token at all: nothing else.
     assert!(
         fake.record()
             .calls_of(CallKind::Register)
             .iter()
-            .all(|c| c.authorization.is_none())
+            .all(|c| matches!(
+                c.authorization.as_deref(),
+                None | Some("Bearer agent-secret-1")
+            ))
     );
     agent.stop().await.unwrap();
     assert!(!logs.text().contains("agent-secret-1"));
 }
 
 #[tokio::test]
-async fn a_restarted_agent_carries_on_with_its_saved_token() {
+async fn a_restarted_agent_registers_again_with_its_saved_token() {
     let fake = secure_fake().await;
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
@@ -229,8 +242,13 @@ async fn a_restarted_agent_carries_on_with_its_saved_token() {
         .await;
     agent.stop().await.unwrap();
 
-    // No enrollment token now (or a used-up one): the saved token works.
-    for enrollment_token in [None, Some(Token::new("used-up"))] {
+    // With or without an enrollment token (or a used-up one), the saved
+    // agent token registers it again: the host stays its own, and the
+    // controller learns that the previous run's job is gone.
+    for (n, enrollment_token) in [enrollment(), None, Some(Token::new("used-up"))]
+        .into_iter()
+        .enumerate()
+    {
         let seen = fake.record().calls.len();
         let agent = start_agent_in(&fake, &state_dir, |c| {
             c.enrollment_token = enrollment_token;
@@ -242,32 +260,71 @@ async fn a_restarted_agent_carries_on_with_its_saved_token() {
                     .any(|c| c.kind == CallKind::Heartbeat && c.status == 200)
             })
             .await;
-        let beat = record.calls[seen..]
+        let after: Vec<(CallKind, Option<&str>, u16)> = record.calls[seen..]
             .iter()
-            .find(|c| c.kind == CallKind::Heartbeat)
-            .unwrap();
-        assert_eq!(beat.authorization.as_deref(), Some("Bearer agent-secret-1"));
-        assert_eq!(record.registrations.len(), 1);
+            .take(2)
+            .map(|c| (c.kind, c.authorization.as_deref(), c.status))
+            .collect();
+        let previous = format!("Bearer agent-secret-{}", n + 1);
+        let new = format!("Bearer agent-secret-{}", n + 2);
+        assert_eq!(
+            after,
+            [
+                (CallKind::Register, Some(previous.as_str()), 200),
+                (CallKind::Heartbeat, Some(new.as_str()), 200),
+            ]
+        );
         agent.stop().await.unwrap();
     }
 
-    // Once that token is refused too, it is an error without a tight loop.
+    // Once that token is refused too (revoked), with no enrollment token
+    // configured, the agent says so and ends.
     fake.revoke_token();
-    let seen = fake.record().calls.len();
-    let agent = start_agent_in(&fake, &state_dir, |_| {});
-    let record = fake
-        .wait_for("a refused heartbeat, then a refused registration", |r| {
-            let after: Vec<_> = r.calls[seen..].iter().map(|c| (c.kind, c.status)).collect();
-            after.starts_with(&[
-                (CallKind::Register, 401),
-                (CallKind::Heartbeat, 401),
-                (CallKind::Register, 401),
-            ])
-        })
+    let config = {
+        let mut config = crate::support::test_config(&fake, dir.path());
+        config.state_dir = state_dir.clone();
+        config.enrollment_token = None;
+        config
+    };
+    let err = deploybot_agent::run(config, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::EnrollmentTokenMissing { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_with_another_agent_is_not_taken_with_the_enrollment_token() {
+    let fake = secure_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_agent_in(&fake, &dir.path().join("first"), |c| {
+        c.enrollment_token = enrollment()
+    });
+    fake.wait_for("a heartbeat", |r| !r.heartbeats.is_empty())
         .await;
-    assert_eq!(record.registrations.len(), 1);
-    assert!(!agent.is_finished());
-    agent.stop().await.unwrap();
+
+    // A second agent for the same host, with nothing saved: refused, and
+    // the first keeps the host.
+    let mut config = crate::support::test_config(&fake, &dir.path().join("second"));
+    config.enrollment_token = enrollment();
+    let err = deploybot_agent::run(config.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AgentError::Rejected { status: 409, .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.record().registrations.len(), 1);
+
+    // With a token made for the host, it takes the host over.
+    fake.change(|r| r.enrollment_replaces = true);
+    let second = tokio::spawn(deploybot_agent::run(config, std::future::pending()));
+    fake.wait_for("the second registration", |r| r.registrations.len() == 2)
+        .await;
+    second.abort();
+    first.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -296,11 +353,16 @@ async fn a_refused_enrollment_with_nothing_saved_ends_the_agent() {
         "{err:?}"
     );
 
-    // An agent token is not an enrollment token.
+    // An agent token is not an enrollment token for another host.
     let agent = start_agent(&fake, |c| c.enrollment_token = enrollment());
     fake.wait_for("a heartbeat", |r| !r.heartbeats.is_empty())
         .await;
-    let err = run(Some(Token::new("agent-secret-1"))).await.unwrap_err();
+    let mut config = test_config(&fake, dir.path());
+    config.hostname = "another-host".into();
+    config.enrollment_token = Some(Token::new("agent-secret-1"));
+    let err = deploybot_agent::run(config, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, AgentError::EnrollmentTokenRefused { status: 403, .. }),
         "{err:?}"

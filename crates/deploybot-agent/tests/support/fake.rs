@@ -5,8 +5,10 @@
 //! Authentication works like the controller's: every registration issues a
 //! new agent token (`agent-secret-1`, `agent-secret-2`, …) and the previous one stops working;
 //! heartbeats, uploads and reports need the current one (401 otherwise);
-//! registering needs `Bearer <enrollment_token>` when one is set (401
-//! without, 403 with an agent token).
+//! registering needs, when an enrollment token is set, either the agent's
+//! current token (for its own host; 403 for another) or the enrollment
+//! token (401 otherwise), which registers a host that has an agent with a
+//! token only when `enrollment_replaces` (409 otherwise).
 //!
 //! It speaks the `deploybot-wire` types, so the agent is tested against the
 //! real protocol before the real controller supports all of it.
@@ -63,6 +65,11 @@ pub struct Record {
     pub enrollment_token: Option<String>,
     /// The agent token that works now; `None` after `revoke_token`.
     pub agent_token: Option<String>,
+    /// The host the agent token is for.
+    pub agent_host: Option<String>,
+    /// The enrollment token takes a host from the agent that has it (it was
+    /// made for the host); otherwise that is a 409.
+    pub enrollment_replaces: bool,
     /// Agent tokens issued so far.
     pub issued: u32,
     /// Revoke the agent token when the next status report arrives (so that
@@ -279,15 +286,20 @@ async fn register(
     let mut refusal = None;
     tx.send_modify(|r| {
         let agent_bearer = r.agent_token.as_ref().map(|t| format!("Bearer {t}"));
+        let own_token = authorization.is_some() && authorization == agent_bearer;
+        let host_taken =
+            r.agent_token.is_some() && r.agent_host.as_deref() == Some(request.hostname.as_str());
         refusal = match &r.enrollment_token {
-            Some(_) if authorization.is_some() && authorization == agent_bearer => {
-                Some(StatusCode::FORBIDDEN)
-            }
+            _ if request.hostname.contains(' ') => Some(StatusCode::UNPROCESSABLE_ENTITY),
+            // Open mode: anyone registers any host.
+            None => None,
+            Some(_) if own_token && r.agent_host.as_deref() == Some(&request.hostname) => None,
+            Some(_) if own_token => Some(StatusCode::FORBIDDEN),
             Some(token) if authorization.as_deref() != Some(&format!("Bearer {token}")) => {
                 Some(StatusCode::UNAUTHORIZED)
             }
-            _ if request.hostname.contains(' ') => Some(StatusCode::UNPROCESSABLE_ENTITY),
-            _ => None,
+            Some(_) if host_taken && !r.enrollment_replaces => Some(StatusCode::CONFLICT),
+            Some(_) => None,
         };
         r.calls.push(Call {
             kind: CallKind::Register,
@@ -305,7 +317,13 @@ async fn register(
             );
         }
         Some(StatusCode::FORBIDDEN) => {
-            return error(StatusCode::FORBIDDEN, "not an enrollment token");
+            return error(
+                StatusCode::FORBIDDEN,
+                "this agent token is for another host",
+            );
+        }
+        Some(StatusCode::CONFLICT) => {
+            return error(StatusCode::CONFLICT, "host already has an agent");
         }
         Some(status) => return error(status, "invalid host name"),
         None => {}
@@ -324,6 +342,7 @@ async fn register(
         r.issued += 1;
         token = format!("agent-secret-{}", r.issued);
         r.agent_token = Some(token.clone());
+        r.agent_host = Some(request.hostname.clone());
         r.registrations.push(request);
         r.known_agent = Some(id);
     });

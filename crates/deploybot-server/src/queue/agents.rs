@@ -23,7 +23,14 @@ impl Queue {
         let agent = &registered.agent;
         self.auth.forget_agent(&agent.id);
         self.presence.registered(agent);
-        let target = format!("agent {} ({})", agent.id, agent.hostname);
+        let target = if registered.replaced {
+            format!(
+                "agent {} ({}): a new token; the previous one stopped working",
+                agent.id, agent.hostname
+            )
+        } else {
+            format!("agent {} ({})", agent.id, agent.hostname)
+        };
         self.audit(by, "register", target).await;
         for job in &registered.lost {
             tracing::warn!(job = %job.id, agent = %agent.id, "job lost: its agent restarted");

@@ -21,11 +21,14 @@ use crate::state::AppState;
 const MAX_CAPABILITIES: usize = 64;
 const MAX_CAPABILITY_LEN: usize = 128;
 
-/// Register an agent for a host (enrollment token).
+/// Register an agent for a host (enrollment token, or the agent's own token).
 ///
 /// The same hostname always gets the same agent id. The answer carries the
 /// agent's new token, shown only here; the host's previous token stops
-/// working, and jobs its previous session was running become `lost`.
+/// working, and jobs its previous session was running become `lost`. A
+/// host that has an agent is registered again only by that agent (its own
+/// token), by an enrollment token made for the host (`deploybot agents
+/// replace HOST`), or in open mode; any other enrollment token gets 409.
 #[utoipa::path(
     post,
     path = "/v1/agents/register",
@@ -35,7 +38,8 @@ const MAX_CAPABILITY_LEN: usize = 128;
     responses(
         (status = 200, body = RegisteredAgent),
         (status = 401, description = "Missing, unknown, expired or used-up enrollment token", body = ErrorBody),
-        (status = 403, description = "Not an enrollment token", body = ErrorBody),
+        (status = 403, description = "Not an enrollment token, or one for another host", body = ErrorBody),
+        (status = 409, description = "The host has an agent this credential may not replace", body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
@@ -45,8 +49,8 @@ pub async fn register(
     Address(address): Address,
     ApiJson(request): ApiJson<RegisterAgentRequest>,
 ) -> Result<Json<RegisteredAgent>, ApiError> {
-    caller.require_enroll()?;
     names::check_hostname(&request.hostname).map_err(ApiError::invalid)?;
+    let may_replace = caller.may_register(&request.hostname)?;
     if request.capabilities.len() > MAX_CAPABILITIES
         || request.capabilities.iter().any(|c| {
             c.is_empty() || c.len() > MAX_CAPABILITY_LEN || c.chars().any(char::is_control)
@@ -70,6 +74,7 @@ pub async fn register(
                 capabilities: request.capabilities,
                 token_hash: auth::hash_token(&token),
                 use_enrollment_token: single_use,
+                may_replace,
             },
             &Actor::new(&caller, address),
         )
@@ -77,6 +82,18 @@ pub async fn register(
         .map_err(|err| match err {
             // Raced another registration for the same single-use token.
             StoreError::Conflict(why) => ApiError::unauthorized("invalid_token", why),
+            StoreError::HostTaken { hostname, agent_id } => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "host_has_agent",
+                format!(
+                    "host {hostname} already has an agent ({agent_id}), and an enrollment token \
+                     does not take it over. The agent itself registers again with its own agent \
+                     token (kept in its state directory). To move the host to a new agent, an \
+                     admin runs `deploybot agents replace {hostname}` and the new agent enrolls \
+                     with the token it prints; or revoke the agent first \
+                     (`deploybot agents revoke {agent_id}`)."
+                ),
+            ),
             other => other.into(),
         })?;
     Ok(Json(RegisteredAgent {

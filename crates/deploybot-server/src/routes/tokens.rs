@@ -69,6 +69,15 @@ pub async fn create(
             "single_use: only an enroll token can be single-use",
         ));
     }
+    if let Some(hostname) = &request.hostname {
+        if request.role != TokenRole::Enroll {
+            return Err(ApiError::invalid(
+                "hostname: only an enroll token can be made for one host",
+            ));
+        }
+        names::check_hostname(hostname)
+            .map_err(|err| ApiError::invalid(format!("hostname: {err}")))?;
+    }
     let expires_at = match request.expires_in {
         None => None,
         Some(secs) if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) => {
@@ -98,6 +107,7 @@ pub async fn create(
                 apps: request.apps,
                 single_use: request.single_use,
                 expires_at,
+                hostname: request.hostname,
             },
             &by,
         )

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use deploybot_wire::{Agent, HeartbeatResponse, JobStatus};
+use deploybot_wire::{Agent, CreatedToken, HeartbeatResponse, JobStatus};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -228,4 +228,113 @@ async fn of_64_concurrent_heartbeats_exactly_one_gets_the_job() {
         .collect();
     assert_eq!(handed, [job.id.as_str()]);
     assert_eq!(app.get_job(&job.id).await.status, JobStatus::Running);
+}
+
+#[tokio::test]
+async fn an_enrollment_token_does_not_take_a_host_from_its_agent() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let token = app.agent_token(&agent.id);
+    let job = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    app.heartbeat_job(&agent.id).await.expect("the job");
+
+    // Someone with the (shared) enrollment token registers web-01 again.
+    let refused = app
+        .register_with("web-01", ENROLLMENT_TOKEN)
+        .await
+        .expect_err("refused");
+    let body = assert_error(refused, StatusCode::CONFLICT, "host_has_agent").await;
+    assert!(
+        body.detail.contains("deploybot agents replace web-01"),
+        "{}",
+        body.detail
+    );
+    // Nothing changed: the agent keeps its token, its job and the host.
+    assert_eq!(app.get_job(&job.id).await.status, JobStatus::Running);
+    assert_eq!(app.heartbeat(&agent.id).await.status(), StatusCode::OK);
+
+    // The agent itself registers again with its own token; another host's
+    // agent token is refused.
+    let again = app.register_with("web-01", &token).await.expect("its own");
+    assert_eq!(again.agent.id, agent.id);
+    let other = app.register("web-02").await;
+    let foreign = app
+        .register_with("web-01", &app.agent_token(&other.id))
+        .await
+        .expect_err("another host's token");
+    assert_error(foreign, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+#[tokio::test]
+async fn a_token_made_for_the_host_replaces_its_agent_and_one_for_another_host_does_not() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let old_token = app.agent_token(&agent.id);
+    let job = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    app.heartbeat_job(&agent.id).await.expect("the job");
+    let made = |host: &str| json!({"name": format!("replace {host}"), "role": "enroll", "hostname": host, "single_use": true});
+
+    let for_web02: CreatedToken = app.make_token(made("web-02")).await;
+    assert_eq!(for_web02.info.hostname.as_deref(), Some("web-02"));
+    let wrong_host = app
+        .register_with("web-01", &for_web02.token)
+        .await
+        .expect_err("made for web-02");
+    assert_error(wrong_host, StatusCode::FORBIDDEN, "forbidden").await;
+
+    let for_web01: CreatedToken = app.make_token(made("web-01")).await;
+    let replaced = app
+        .register_with("web-01", &for_web01.token)
+        .await
+        .expect("made for web-01");
+    assert_eq!(replaced.agent.id, agent.id);
+    // The previous agent is out, and its job with it.
+    let path = format!("/v1/agents/{}/heartbeat", agent.id);
+    let beat = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&old_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beat.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get_job(&job.id).await.status, JobStatus::Lost);
+    // The audit log says the host changed hands.
+    let audit: deploybot_wire::AuditResponse = ok_json(app.get("/v1/audit").await).await;
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.action == "register" && e.target.contains("previous one stopped working")),
+        "{audit:?}"
+    );
+    // Only a token for the host may do so, and a token for one host only
+    // comes from an enroll token.
+    let bad = app
+        .client
+        .post(app.url("/v1/tokens"))
+        .json(&json!({"name": "x", "role": "deploy", "hostname": "web-01"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn after_a_revocation_the_enrollment_token_registers_the_host_again() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/v1/agents/{}", agent.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let again = app
+        .register_with("web-01", ENROLLMENT_TOKEN)
+        .await
+        .expect("the host is free");
+    assert_eq!(again.agent.id, agent.id);
 }

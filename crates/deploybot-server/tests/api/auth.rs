@@ -11,7 +11,7 @@ use crate::helpers::{
 };
 
 impl TestApp {
-    async fn make_token(&self, body: Value) -> CreatedToken {
+    pub(crate) async fn make_token(&self, body: Value) -> CreatedToken {
         let response = self
             .client
             .post(self.url("/v1/tokens"))

@@ -63,6 +63,8 @@ pub struct TestApp {
     lease_timeout: Option<String>,
     /// Agent id → the token its last registration got.
     agent_tokens: Mutex<HashMap<String, String>>,
+    /// Host → the agent id it was registered under.
+    agent_hosts: Mutex<HashMap<String, String>>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -142,6 +144,7 @@ async fn start_with(
         secret,
         lease_timeout,
         agent_tokens: Mutex::new(HashMap::new()),
+        agent_hosts: Mutex::new(HashMap::new()),
         shutdown: Some(stop),
         server: Some(server),
     }
@@ -268,21 +271,57 @@ impl TestApp {
         ok_json(self.get(&format!("/v1/jobs?{query}")).await).await
     }
 
+    /// Registers `hostname` as its agent would: with the agent's own token
+    /// when this test registered the host before, else with the enrollment
+    /// token. Asserts a 200 answer.
     pub async fn register(&self, hostname: &str) -> Agent {
+        let own = {
+            let tokens = self.agent_tokens.lock().unwrap();
+            self.agent_hosts
+                .lock()
+                .unwrap()
+                .get(hostname)
+                .and_then(|id| tokens.get(id).cloned())
+        };
+        let credential = own.unwrap_or_else(|| ENROLLMENT_TOKEN.to_owned());
+        match self.register_with(hostname, &credential).await {
+            Ok(registered) => registered.agent,
+            Err(refused) => {
+                let status = refused.status();
+                panic!("{hostname}: {status} {}", refused.text().await.unwrap())
+            }
+        }
+    }
+
+    /// `POST /v1/agents/register` for `hostname` with `token`: the answer,
+    /// whose token becomes the agent's (see [`Self::agent_token`]), or the
+    /// refusal.
+    pub async fn register_with(
+        &self,
+        hostname: &str,
+        token: &str,
+    ) -> Result<RegisteredAgent, reqwest::Response> {
         let response = self
             .client
             .post(self.url("/v1/agents/register"))
-            .bearer_auth(ENROLLMENT_TOKEN)
+            .bearer_auth(token)
             .json(&json!({"hostname": hostname, "capabilities": ["docker"]}))
             .send()
             .await
             .expect("POST register");
+        if response.status() != StatusCode::OK {
+            return Err(response);
+        }
         let registered: RegisteredAgent = ok_json(response).await;
+        self.agent_hosts
+            .lock()
+            .unwrap()
+            .insert(hostname.to_owned(), registered.agent.id.clone());
         self.agent_tokens
             .lock()
             .unwrap()
-            .insert(registered.agent.id.clone(), registered.token);
-        registered.agent
+            .insert(registered.agent.id.clone(), registered.token.clone());
+        Ok(registered)
     }
 
     /// The token of the agent's latest registration through [`Self::register`].
@@ -355,6 +394,7 @@ impl TestApp {
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let tokens = std::mem::take(&mut *self.agent_tokens.lock().unwrap());
+        let hosts = std::mem::take(&mut *self.agent_hosts.lock().unwrap());
         let TestApp {
             dir,
             secret,
@@ -363,6 +403,7 @@ impl TestApp {
         } = self;
         let app = start(dir, secret, lease_timeout).await;
         *app.agent_tokens.lock().unwrap() = tokens;
+        *app.agent_hosts.lock().unwrap() = hosts;
         app
     }
 

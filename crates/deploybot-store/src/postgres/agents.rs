@@ -69,6 +69,21 @@ pub(super) async fn all(conn: &mut PgConnection) -> Result<Vec<Agent>, StoreErro
     rows.iter().map(from_row).collect()
 }
 
+/// The id of the agent that has `hostname` now (it has a token), if any;
+/// its row stays locked until the transaction ends.
+pub(super) async fn holder_of(
+    conn: &mut PgConnection,
+    hostname: &str,
+) -> Result<Option<String>, StoreError> {
+    let id = sqlx::query_scalar(
+        "SELECT id FROM agents WHERE hostname = $1 AND token_hash IS NOT NULL FOR UPDATE",
+    )
+    .bind(text(hostname))
+    .fetch_optional(conn)
+    .await?;
+    Ok(id)
+}
+
 /// The agent, unless it is unknown or revoked.
 pub(super) async fn active(
     conn: &mut PgConnection,

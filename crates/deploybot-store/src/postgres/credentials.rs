@@ -10,7 +10,7 @@ use crate::{AgentCredential, NewToken, StoreError};
 
 macro_rules! token_columns {
     () => {
-        "id, name, role, apps, single_use, created_at, expires_at, used_at, revoked_at"
+        "id, name, role, apps, single_use, created_at, expires_at, used_at, revoked_at, hostname"
     };
 }
 
@@ -28,6 +28,7 @@ fn from_row(row: &PgRow) -> Result<TokenInfo, StoreError> {
         expires_at: row.try_get::<Option<i64>, _>(6)?.map(from_ms),
         used_at: row.try_get::<Option<i64>, _>(7)?.map(from_ms),
         revoked_at: row.try_get::<Option<i64>, _>(8)?.map(from_ms),
+        hostname: row.try_get(9)?,
     })
 }
 
@@ -37,8 +38,8 @@ pub(super) async fn create(
 ) -> Result<TokenInfo, StoreError> {
     let apps = token.apps.as_ref().map(serde_json::to_string).transpose()?;
     let row = sqlx::query(concat!(
-        "INSERT INTO tokens (id, hash, name, role, apps, single_use, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO tokens (id, hash, name, role, apps, single_use, created_at, expires_at, hostname)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          RETURNING ",
         token_columns!()
     ))
@@ -50,6 +51,7 @@ pub(super) async fn create(
     .bind(token.single_use)
     .bind(now_ms())
     .bind(token.expires_at.map(to_ms))
+    .bind(token.hostname.as_deref().map(text))
     .fetch_one(conn)
     .await?;
     from_row(&row)

@@ -593,6 +593,15 @@ async fn register(
     tx: &mut PgConnection,
     registration: &NewRegistration,
 ) -> Result<Registered, StoreError> {
+    let holder = agents::holder_of(tx, &registration.hostname).await?;
+    if let Some(agent_id) = &holder
+        && !registration.may_replace
+    {
+        return Err(StoreError::HostTaken {
+            hostname: registration.hostname.clone(),
+            agent_id: agent_id.clone(),
+        });
+    }
     if let Some(token) = &registration.use_enrollment_token {
         credentials::use_once(tx, token).await?;
     }
@@ -603,7 +612,11 @@ async fn register(
         "agent lost: it registered again (restarted) while running this job",
     )
     .await?;
-    Ok(Registered { agent, lost })
+    Ok(Registered {
+        agent,
+        lost,
+        replaced: holder.is_some(),
+    })
 }
 
 /// An admin's revocation of an agent: its token, and its running jobs.

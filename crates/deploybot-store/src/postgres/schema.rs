@@ -11,6 +11,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "trace", include_str!("migrations/0002_trace.sql")),
     (3, "ingest", include_str!("migrations/0003_ingest.sql")),
+    (
+        4,
+        "hardening",
+        include_str!("migrations/0004_hardening.sql"),
+    ),
 ];
 
 /// Serializes migrations of controllers starting at once against one database.
@@ -130,6 +135,10 @@ mod tests {
             (
                 3,
                 "d2d4d11747cbdc684443bf2b808712442f96fc58b647649c8ac8fdffe5129018",
+            ),
+            (
+                4,
+                "34a9d271e84af80b2ca55ad2a8d9797d1d376befef035bdec94af05e32dc8b29",
             ),
         ];
         // A new migration needs its checksum pinned here too.

@@ -59,6 +59,15 @@ pub(super) fn all(conn: &Connection) -> Result<Vec<Agent>, StoreError> {
     Ok(agents)
 }
 
+/// The id of the agent that has `hostname` now (it has a token), if any.
+pub(super) fn holder_of(conn: &Connection, hostname: &str) -> Result<Option<String>, StoreError> {
+    let id = conn
+        .prepare_cached("SELECT id FROM agents WHERE hostname = ?1 AND token_hash IS NOT NULL")?
+        .query_row([hostname], |row| row.get(0))
+        .optional()?;
+    Ok(id)
+}
+
 /// The agent, unless it is unknown or revoked.
 pub(super) fn active(conn: &Connection, agent_id: &str) -> Result<Option<Agent>, StoreError> {
     let agent = conn

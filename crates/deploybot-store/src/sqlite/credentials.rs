@@ -8,7 +8,7 @@ use super::{from_ms, now_ms, to_ms};
 use crate::{AgentCredential, NewToken, StoreError};
 
 const COLUMNS: &str =
-    "id, name, role, apps, single_use, created_at, expires_at, used_at, revoked_at";
+    "id, name, role, apps, single_use, created_at, expires_at, used_at, revoked_at, hostname";
 
 fn from_row(row: &Row) -> rusqlite::Result<TokenInfo> {
     let role: String = row.get(2)?;
@@ -24,6 +24,7 @@ fn from_row(row: &Row) -> rusqlite::Result<TokenInfo> {
         expires_at: row.get::<_, Option<i64>>(6)?.map(from_ms),
         used_at: row.get::<_, Option<i64>>(7)?.map(from_ms),
         revoked_at: row.get::<_, Option<i64>>(8)?.map(from_ms),
+        hostname: row.get(9)?,
     })
 }
 
@@ -31,8 +32,8 @@ pub(super) fn create(conn: &Connection, token: &NewToken) -> Result<TokenInfo, S
     let apps = token.apps.as_ref().map(serde_json::to_string).transpose()?;
     let info = conn
         .prepare_cached(&format!(
-            "INSERT INTO tokens (id, hash, name, role, apps, single_use, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO tokens (id, hash, name, role, apps, single_use, created_at, expires_at, hostname)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              RETURNING {COLUMNS}"
         ))?
         .query_row(
@@ -45,6 +46,7 @@ pub(super) fn create(conn: &Connection, token: &NewToken) -> Result<TokenInfo, S
                 token.single_use,
                 now_ms(),
                 token.expires_at.map(to_ms),
+                token.hostname,
             ],
             from_row,
         )?;

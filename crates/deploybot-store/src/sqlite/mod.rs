@@ -136,6 +136,15 @@ impl Store for SqliteStore {
     ) -> Result<Registered, StoreError> {
         self.writer
             .write(move |conn| {
+                let holder = agents::holder_of(conn, &registration.hostname)?;
+                if let Some(agent_id) = &holder
+                    && !registration.may_replace
+                {
+                    return Err(StoreError::HostTaken {
+                        hostname: registration.hostname.clone(),
+                        agent_id: agent_id.clone(),
+                    });
+                }
                 if let Some(token) = &registration.use_enrollment_token {
                     credentials::use_once(conn, token)?;
                 }
@@ -145,7 +154,11 @@ impl Store for SqliteStore {
                     &agent.id,
                     "agent lost: it registered again (restarted) while running this job",
                 )?;
-                Ok(Registered { agent, lost })
+                Ok(Registered {
+                    agent,
+                    lost,
+                    replaced: holder.is_some(),
+                })
             })
             .await
     }

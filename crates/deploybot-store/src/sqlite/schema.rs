@@ -10,6 +10,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "auth", include_str!("migrations/0002_auth.sql")),
     (3, "trace", include_str!("migrations/0003_trace.sql")),
+    (
+        4,
+        "hardening",
+        include_str!("migrations/0004_hardening.sql"),
+    ),
 ];
 
 fn checksum(sql: &str) -> String {
@@ -81,6 +86,10 @@ mod tests {
             (
                 3,
                 "28cccda3ecec93e41fb186e4a91c79ab4143b632438a770c20c8be4a3ca219ce",
+            ),
+            (
+                4,
+                "bb67951e0652fb0d83aff3e667af5057482a0ff2e53bf20ef0424f4c0cdc71d7",
             ),
         ];
         // A new migration needs its checksum pinned here too.

@@ -23,6 +23,65 @@ async fn agents_keep_their_id_across_registrations(t: TestStore) {
     assert_eq!(t.store.agents().await.unwrap().len(), 1);
 }
 
+async fn a_host_with_an_agent_is_taken_over_only_by_who_may_replace_it(t: TestStore) {
+    let first = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap();
+    assert!(!first.replaced);
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a", "h1").await);
+    let intruder = deploybot_store::NewRegistration {
+        may_replace: false,
+        ..registration("b", "h1", vec![])
+    };
+    let refused = t.store.register_agent(intruder.clone()).await;
+    assert!(
+        matches!(&refused, Err(StoreError::HostTaken { hostname, agent_id }) if hostname == "h1" && agent_id == "a"),
+        "{refused:?}"
+    );
+    // Nothing changed: the agent keeps its token and its job.
+    assert!(
+        t.store
+            .agent_by_token("hash-of-a".into())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        t.store.job("j".into()).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+    // A new host is free to anyone; so is a host whose agent was revoked.
+    let other = deploybot_store::NewRegistration {
+        hostname: "h2".into(),
+        token_hash: "hash-of-h2".into(),
+        ..intruder.clone()
+    };
+    assert!(!t.store.register_agent(other).await.unwrap().replaced);
+    t.store.revoke_agent("a".into()).await.unwrap();
+    let after_revoke = t.store.register_agent(intruder).await.unwrap();
+    assert_eq!(after_revoke.agent.id, "a");
+    assert!(!after_revoke.replaced);
+    // Who may replace it takes it over, and the job it ran is lost.
+    t.store
+        .enqueue(job("j2", "web", "h1", "bbbbbbb"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a", "h1").await);
+    let replacing = t
+        .store
+        .register_agent(registration("c", "h1", vec![]))
+        .await
+        .unwrap();
+    assert!(replacing.replaced);
+    assert_eq!(replacing.lost.len(), 1);
+}
+
 async fn registering_again_loses_the_previous_sessions_running_job(t: TestStore) {
     let first = t
         .store
@@ -308,6 +367,7 @@ async fn a_running_job_its_agent_does_not_list_is_lost(t: TestStore) {
 }
 
 conformance!(
+    a_host_with_an_agent_is_taken_over_only_by_who_may_replace_it,
     a_running_job_its_agent_does_not_list_is_lost,
     agents_keep_their_id_across_registrations,
     registering_again_loses_the_previous_sessions_running_job,

@@ -87,5 +87,6 @@ pub fn token(id: &str, role: deploybot_wire::TokenRole, single_use: bool) -> New
         apps: None,
         single_use,
         expires_at: None,
+        hostname: None,
     }
 }

@@ -1,6 +1,7 @@
-//! Admin commands: `tokens`, `agents revoke`, `audit`.
+//! Admin commands: `tokens`, `agents revoke`, `agents replace`, `audit`.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use deploybot_wire::{
     AuditResponse, CreateTokenRequest, CreatedToken, Job, TokenInfo, TokenRole, TokensResponse,
@@ -18,6 +19,7 @@ pub async fn create_token(ctx: &Ctx, args: CreateTokenArgs) -> Result<()> {
         // Whole seconds: the API's unit; a sub-second rest means nothing here.
         expires_in: args.expires_in.map(|d| d.as_secs().max(1)),
         single_use: args.single_use,
+        hostname: args.hostname,
     };
     let created: CreatedToken = ctx.client.post(&["v1", "tokens"], Some(&request)).await?;
     if ctx.json {
@@ -39,6 +41,9 @@ pub async fn create_token(ctx: &Ctx, args: CreateTokenArgs) -> Result<()> {
     }
     if info.single_use {
         about.push_str(", single use");
+    }
+    if let Some(host) = &info.hostname {
+        about.push_str(&format!(", for host {}", output::escape_cell(host)));
     }
     match info.expires_at {
         Some(at) => about.push_str(&format!(", expires {}", output::timestamp(at))),
@@ -128,6 +133,45 @@ pub async fn revoke_token(ctx: &Ctx, id: &str) -> Result<()> {
         info.id,
         output::escape_cell(&info.name),
         info.role.as_str()
+    );
+    Ok(())
+}
+
+pub async fn replace_agent(ctx: &Ctx, hostname: String, expires_in: Duration) -> Result<()> {
+    let request = CreateTokenRequest {
+        name: format!("replace {hostname}"),
+        role: TokenRole::Enroll,
+        apps: None,
+        expires_in: Some(expires_in.as_secs().max(1)),
+        single_use: true,
+        hostname: Some(hostname.clone()),
+    };
+    let created: CreatedToken = ctx.client.post(&["v1", "tokens"], Some(&request)).await?;
+    if ctx.json {
+        output::print_json(&created);
+        return Ok(());
+    }
+    let host = output::escape_cell(&hostname);
+    eprintln!(
+        "created token {} for host {host}: single use, expires {}",
+        created.info.id,
+        created
+            .info
+            .expires_at
+            .map_or_else(|| "never".to_owned(), output::timestamp)
+    );
+    eprintln!(
+        "{}",
+        Style::stderr().paint(
+            Paint::Bold,
+            "The secret below is shown only this once; give it to the new agent:"
+        )
+    );
+    outln!("{}", created.token);
+    eprintln!(
+        "When an agent enrolls with it (DEPLOYBOT_ENROLLMENT_TOKEN or --enrollment-token-file) \
+         as {host}, it takes the host over: the current agent's token stops working and the \
+         job it runs, if any, becomes lost."
     );
     Ok(())
 }

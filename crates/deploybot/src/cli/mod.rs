@@ -364,6 +364,23 @@ pub enum AgentsCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// Let a new agent take a host over (admin): prints a single-use
+    /// enrollment token for that host only.
+    #[command(
+        after_help = "Example:\n  deploybot agents replace web-01 > web-01.token\n\n\
+        A host that has an agent is registered again only by that agent (with its own\n\
+        token) or with a token made for the host, as this command makes. When the new\n\
+        agent enrolls with it, the current agent's token stops working and the job it\n\
+        runs, if any, becomes lost."
+    )]
+    Replace {
+        /// The host's name, as its agent registers it.
+        #[arg(value_name = "HOST")]
+        hostname: String,
+        /// The token stops working after this long if unused.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -412,6 +429,10 @@ pub struct CreateTokenArgs {
     /// With role enroll: it works for one registration.
     #[arg(long)]
     pub single_use: bool,
+    /// With role enroll: it registers this host only, and may take it from
+    /// the agent that has it (see `deploybot agents replace`).
+    #[arg(long, value_name = "HOST")]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -547,6 +568,10 @@ async fn dispatch(global: GlobalArgs, command: Command, login_token: Option<Stri
         Command::Agents(args) => match args.command {
             None => info::agents(&ctx).await,
             Some(AgentsCommand::Revoke { id }) => admin::revoke_agent(&ctx, &id).await,
+            Some(AgentsCommand::Replace {
+                hostname,
+                expires_in,
+            }) => admin::replace_agent(&ctx, hostname, expires_in).await,
         },
         Command::Apps(_) => info::apps(&ctx).await,
         Command::Explain(args) => info::explain(&ctx, args).await,

@@ -77,3 +77,55 @@ async fn the_open_mode_needs_no_token_and_warns_loudly() {
         server.log.text()
     );
 }
+
+/// A second machine that says it is web-01 is refused while the first has
+/// the host; `deploybot agents replace web-01` makes the token that lets it
+/// take the host over, and the first is then out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_replace_makes_the_token_that_moves_a_host_to_a_new_agent() {
+    use crate::common::{AgentProcess, DEADLINE, agent_command, client, controller_command, run};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path().join("apps.yaml"), WEB_APPS_YAML);
+    let server = tokio::task::block_in_place(|| {
+        Server::start(controller_command(dir.path(), "127.0.0.1:0", "10s"))
+    });
+    let old_dir = dir.path().join("old");
+    let new_dir = dir.path().join("new");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let old = tokio::task::block_in_place(|| {
+        AgentProcess::start(agent_command(&old_dir, &server.address, "web-01", "2s"))
+    });
+
+    // The shared enrollment token does not take the host.
+    let mut second = agent_command(&new_dir, &server.address, "web-01", "2s");
+    second.stderr(std::process::Stdio::piped());
+    let refused = tokio::task::block_in_place(|| run(second));
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("deploybot agents replace web-01"),
+        "{refused:?}"
+    );
+
+    // The admin makes a token for the host; the new agent enrolls with it.
+    let mut replace = client(dir.path(), &server.address);
+    replace.args(["agents", "replace", "web-01"]);
+    let made = tokio::task::block_in_place(|| run(replace));
+    assert!(made.status.success(), "{made:?}");
+    let token = made.stdout.trim().to_owned();
+    assert!(token.starts_with("dbt_enroll_"), "{made:?}");
+    assert!(made.stderr.contains("takes the host over"), "{made:?}");
+    let token_file = new_dir.join("token");
+    write(&token_file, &token);
+    let mut cmd = agent_command(&new_dir, &server.address, "web-01", "2s");
+    cmd.env_remove("DEPLOYBOT_ENROLLMENT_TOKEN")
+        .arg("--enrollment-token-file")
+        .arg(&token_file);
+    let new = tokio::task::block_in_place(|| AgentProcess::start(cmd));
+    assert_eq!(new.id, old.id, "one host, one agent id");
+    // The old agent is refused from now on, and says why.
+    old.log
+        .wait_for(0, "gave this host to another agent", DEADLINE)
+        .unwrap_or_else(|err| panic!("{err}"));
+    drop((old, new, server));
+}
