@@ -200,12 +200,18 @@ async fn heartbeat_loop(
     let mut pace = Duration::ZERO;
     // Cancelled jobs we never ran, already answered (see `report::disown`).
     let mut disowned = HashSet::new();
+    let inherit_env: Arc<[String]> = policy
+        .as_ref()
+        .map(|policy| policy.inherit_env().to_vec())
+        .unwrap_or_default()
+        .into();
     let settings = |identity: &Identity| JobSettings {
         client: client.clone(),
         agent_id: identity.id.clone(),
         kill_grace: config.kill_grace,
         policy: policy.clone(),
         enrollment_token: config.enrollment_token.clone(),
+        inherit_env: inherit_env.clone(),
     };
     loop {
         reap(&mut job).await;
@@ -395,6 +401,7 @@ async fn accept(
     disowned: &mut HashSet<String>,
 ) -> bool {
     let mut news = response.job.is_some() || response.cancel.is_empty();
+    let mut secrets = response.secrets;
     if let Some(new) = response.job {
         reap(job).await;
         if let Some(running) = job.as_mut()
@@ -418,7 +425,10 @@ async fn accept(
                 let refusal = report::refuse(settings.clone(), new, reason);
                 let _ = tokio::time::timeout(REFUSE_TIMEOUT, refusal).await;
             }
-            None => *job = Some(RunningJob::start(settings.clone(), new)),
+            None => {
+                let secrets = std::mem::take(&mut secrets);
+                *job = Some(RunningJob::start(settings.clone(), new, secrets));
+            }
         }
     }
     for id in &response.cancel {

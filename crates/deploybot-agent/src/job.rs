@@ -3,6 +3,7 @@
 //! The heartbeat loop keeps running beside it (that is what keeps the lease
 //! alive) and talks to it only through [`RunningJob::stop`].
 
+use std::collections::BTreeMap;
 use std::io;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -46,6 +47,10 @@ pub(crate) struct JobSettings {
     pub(crate) policy: Option<Arc<Policy>>,
     /// Only to hide it in the output, should a deploy print it.
     pub(crate) enrollment_token: Option<Token>,
+    /// Variables of the agent's own environment that deploy commands get
+    /// too (the policy's `inherit_env`), besides `PATH`, `HOME`, `LANG` and
+    /// `USER`.
+    pub(crate) inherit_env: Arc<[String]>,
 }
 
 /// A job running in its own task.
@@ -56,10 +61,15 @@ pub(crate) struct RunningJob {
 }
 
 impl RunningJob {
-    pub(crate) fn start(settings: JobSettings, job: Job) -> Self {
+    /// Starts `job` with the `secrets` its hand-out brought.
+    pub(crate) fn start(
+        settings: JobSettings,
+        job: Job,
+        secrets: BTreeMap<String, String>,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(None);
         let id = job.id.clone();
-        let task = tokio::spawn(run(settings, job, stop_rx));
+        let task = tokio::spawn(run(settings, job, secrets, stop_rx));
         RunningJob { id, stop, task }
     }
 
@@ -89,21 +99,28 @@ impl RunningJob {
 }
 
 #[tracing::instrument(name = "job", skip_all, fields(job = %job.id, app = %job.app))]
-async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<StopReason>>) {
+async fn run(
+    settings: JobSettings,
+    job: Job,
+    secrets: BTreeMap<String, String>,
+    mut stop: watch::Receiver<Option<StopReason>>,
+) {
     let launch = match &settings.policy {
-        Some(policy) => policy.launch(&job),
-        None => Ok(Launch::from_spec(&job.deploy)),
+        Some(policy) => policy.launch(&job, &secrets),
+        None => Ok(Launch::from_spec(&job.deploy, &secrets)),
     };
     // The controller's env too, although a policy command does not get it:
-    // hiding a value too many is harmless.
+    // hiding a value too many is harmless. The job's secrets and the
+    // agent's own tokens are hidden by value, whatever their names.
     let env = launch.iter().flat_map(|l| l.env).chain(&job.deploy.env);
     let own_tokens = settings
         .client
         .token()
         .into_iter()
-        .chain(settings.enrollment_token.clone());
+        .chain(settings.enrollment_token.clone())
+        .map(|token| token.expose().to_owned());
     let redactor =
-        Redactor::from_env_and(env).with_secrets(own_tokens.map(|token| token.expose().to_owned()));
+        Redactor::from_env_and(env).with_secrets(own_tokens.chain(secrets.values().cloned()));
     let traceparent = TraceParent::of(&job);
     let mut uploader = Uploader::start(
         settings.client.clone(),
@@ -115,7 +132,7 @@ async fn run(settings: JobSettings, job: Job, mut stop: watch::Receiver<Option<S
     let started = match &launch {
         Ok(launch) => {
             tracing::info!(command = ?launch.command, from_policy = launch.from_policy, "deploy starting");
-            runner::spawn(&job, launch)
+            runner::spawn(&job, launch, &settings.inherit_env)
         }
         Err(refusal) => {
             tracing::warn!(reason = %refusal, "not running the job");

@@ -8,7 +8,12 @@
 //! into a command the host trusts. The job's `DEPLOYBOT_*` variables and
 //! its timeout still come from the job.
 //!
+//! The environment of every deploy command is clean: `PATH`, `HOME`, `LANG`
+//! and `USER` of the agent's own, plus the names `inherit_env` lists.
+//!
 //! ```toml
+//! inherit_env = ["SSH_AUTH_SOCK", "AWS_PROFILE"]
+//!
 //! [apps.web]
 //! command = ["/srv/deploy-web.sh", "--prod"]
 //! workdir = "/srv/web"
@@ -32,6 +37,7 @@ use crate::runner::Launch;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     apps: BTreeMap<AppName, AppRule>,
+    inherit_env: Vec<String>,
 }
 
 /// Why a policy file cannot be used. The message names the file.
@@ -65,7 +71,19 @@ impl Policy {
     fn parse(text: &str) -> Result<Policy, String> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|err| err.to_string().trim().to_owned())?;
-        Ok(Policy { apps: file.apps })
+        Ok(Policy {
+            apps: file.apps,
+            inherit_env: file
+                .inherit_env
+                .into_iter()
+                .map(|EnvName(name)| name)
+                .collect(),
+        })
+    }
+
+    /// Variables of the agent's environment deploy commands get too.
+    pub fn inherit_env(&self) -> &[String] {
+        &self.inherit_env
     }
 
     /// The apps that may deploy on this host.
@@ -73,8 +91,13 @@ impl Policy {
         self.apps.keys().map(|name| name.0.as_str())
     }
 
-    /// What to run for `job`, or why it must not run here.
-    pub(crate) fn launch<'a>(&'a self, job: &'a Job) -> Result<Launch<'a>, String> {
+    /// What to run for `job` (which brought `secrets`), or why it must not
+    /// run here.
+    pub(crate) fn launch<'a>(
+        &'a self,
+        job: &'a Job,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Result<Launch<'a>, String> {
         let Some(rule) = self.apps.get(job.app.as_str()) else {
             return Err(format!(
                 "refused by agent policy: app {} is not allowed on this host",
@@ -86,9 +109,10 @@ impl Policy {
                 command: &local.command,
                 workdir: local.workdir.as_deref(),
                 env: &local.env,
+                secrets: None,
                 from_policy: true,
             },
-            None => Launch::from_spec(&job.deploy),
+            None => Launch::from_spec(&job.deploy, secrets),
         })
     }
 }
@@ -97,7 +121,35 @@ impl Policy {
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default)]
+    inherit_env: Vec<EnvName>,
+    #[serde(default)]
     apps: BTreeMap<AppName, AppRule>,
+}
+
+/// A variable name of the agent's environment a deploy may inherit; never
+/// one of the agent's own (`DEPLOYBOT_*`).
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct EnvName(String);
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "inherit_env: {name:?} must be letters, digits and '_', not starting with a digit"
+            ));
+        }
+        if name.starts_with("DEPLOYBOT_") || name == "GITHUB_WEBHOOK_SECRET" {
+            return Err(format!(
+                "inherit_env: {name} is the agent's own setting, never a deploy's"
+            ));
+        }
+        Ok(EnvName(name))
+    }
 }
 
 /// An app name as apps.yaml spells it: a typo here would otherwise refuse
@@ -286,6 +338,11 @@ env = { RAILS_ENV = "production" }
                 "[apps.web]\ncommand = \"/srv/deploy.sh\"\n",
                 "expected a sequence",
             ),
+            (
+                "inherit_env = [\"DEPLOYBOT_ENROLLMENT_TOKEN\"]\n",
+                "the agent's own setting",
+            ),
+            ("inherit_env = [\"A-B\"]\n", "must be letters, digits"),
         ] {
             let err = Policy::parse(text).unwrap_err();
             assert!(err.contains(expected), "{text:?}: {err}");

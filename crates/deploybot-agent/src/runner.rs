@@ -17,8 +17,6 @@ use deploybot_wire::{DeploySpec, Job, job_env};
 use rustix::process::{Pid, Signal};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
-use crate::ENROLLMENT_TOKEN_ENV;
-
 /// What to run for a job: the controller's deploy spec, or the command the
 /// agent's policy puts in its place.
 #[derive(Debug, Clone, Copy)]
@@ -26,19 +24,30 @@ pub(crate) struct Launch<'a> {
     pub(crate) command: &'a [String],
     pub(crate) workdir: Option<&'a Path>,
     pub(crate) env: &'a BTreeMap<String, String>,
+    /// The job's secret variables (none for a policy command, whose
+    /// environment is the policy's alone).
+    pub(crate) secrets: Option<&'a BTreeMap<String, String>>,
     pub(crate) from_policy: bool,
 }
 
 impl<'a> Launch<'a> {
-    pub(crate) fn from_spec(deploy: &'a DeploySpec) -> Self {
+    pub(crate) fn from_spec(deploy: &'a DeploySpec, secrets: &'a BTreeMap<String, String>) -> Self {
         Launch {
             command: &deploy.command,
             workdir: deploy.workdir.as_deref().map(Path::new),
             env: &deploy.env,
+            secrets: Some(secrets),
             from_policy: false,
         }
     }
 }
+
+/// What a deploy command gets of the agent's own environment, besides the
+/// policy's `inherit_env`: nothing else of it (the agent's tokens, a
+/// `HOST_SECRET`, an `LD_PRELOAD` are no business of a deploy's).
+pub(crate) const BASE_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "USER"];
+/// `PATH` when the agent has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A started deploy command.
 pub(crate) struct Spawned {
@@ -49,27 +58,32 @@ pub(crate) struct Spawned {
     pub(crate) stderr: ChildStderr,
 }
 
-/// Starts `launch` for `job`; the error is a sentence for the job's report.
-pub(crate) fn spawn(job: &Job, launch: &Launch<'_>) -> Result<Spawned, String> {
+/// Starts `launch` for `job`, in a clean environment: [`BASE_ENV`] and
+/// `inherit` from the agent's, then the launch's env and secrets, then the
+/// job's `DEPLOYBOT_*` variables. The error is a sentence for the job's
+/// report.
+pub(crate) fn spawn(job: &Job, launch: &Launch<'_>, inherit: &[String]) -> Result<Spawned, String> {
     let Some((program, args)) = launch.command.split_first() else {
         return Err("the deploy command is empty".to_owned());
     };
     let mut command = Command::new(program);
-    command.args(args);
-    // The agent's own DEPLOYBOT_* settings (its enrollment token among them;
-    // on a host that also runs the controller, admin tokens and webhook
-    // secrets too) are no business of a deploy script's: the only DEPLOYBOT_*
-    // variables it sees are the job's, set below.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DEPLOYBOT_") {
-            command.env_remove(&name);
+    command.args(args).env_clear();
+    for name in BASE_ENV
+        .iter()
+        .copied()
+        .chain(inherit.iter().map(String::as_str))
+    {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
         }
     }
+    if std::env::var_os("PATH").is_none() {
+        command.env("PATH", DEFAULT_PATH);
+    }
     command
-        .env_remove(ENROLLMENT_TOKEN_ENV)
-        .env_remove("GITHUB_WEBHOOK_SECRET")
         .envs(launch.env)
-        // After `launch.env`, so a job's configuration cannot fake them.
+        .envs(launch.secrets.into_iter().flatten())
+        // After the rest, so a job's configuration cannot fake them.
         .env(job_env::JOB_ID, &job.id)
         .env(job_env::APP, &job.app)
         .env(job_env::REPO, &job.repo)

@@ -42,6 +42,10 @@ struct RawDeploy {
     workdir: Option<Spanned<String>>,
     #[serde(default = "empty_env")]
     env: Spanned<BTreeMap<String, String>>,
+    /// Variable → the name of the controller's variable (or credential)
+    /// holding its value.
+    #[serde(default = "empty_env")]
+    secret_env: Spanned<BTreeMap<String, String>>,
     #[serde(default)]
     timeout: Option<Spanned<RawTimeout>>,
 }
@@ -185,14 +189,17 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
         .map(|patterns| compile_patterns(c, &label, "branches", patterns));
     let tags = compile_patterns(c, &label, "tags", raw.tags);
 
-    let deploy = match raw.deploy {
-        Some(deploy) => check_deploy(c, &label, deploy),
+    let (deploy, secrets) = match raw.deploy {
+        Some(deploy) => {
+            let secrets = check_secret_env(c, &label, &deploy.env.value, &deploy.secret_env);
+            (check_deploy(c, &label, deploy), secrets)
+        }
         None => {
             c.report(
                 raw.name.referenced,
                 format!("app {label}: missing `deploy` section (it needs at least `command`)"),
             );
-            None
+            (None, BTreeMap::new())
         }
     };
 
@@ -210,7 +217,7 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
                     .filter(|v| !v.is_empty())
                     .ok_or_else(|| {
                         format!(
-                            "app {label}: webhook_secret_env names {}, which is not set in the controller's environment",
+                            "app {label}: webhook_secret_env names {}, which is not set in the controller's environment (nor a credential)",
                             var.value
                         )
                     })
@@ -229,6 +236,7 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
     }
     Some(App {
         webhook_secret,
+        secrets,
         name,
         repo: raw.repo.value,
         hosts,
@@ -237,6 +245,50 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
         tags,
         deploy: deploy?,
     })
+}
+
+/// `deploy.secret_env`: each variable's value, read from the controller's
+/// environment (or credentials) variable it names.
+fn check_secret_env(
+    c: &mut Checker,
+    app: &str,
+    env: &BTreeMap<String, String>,
+    raw: &Spanned<BTreeMap<String, String>>,
+) -> BTreeMap<String, AppSecret> {
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &raw.value {
+        let problem = if !is_env_name(name) {
+            Some(format!(
+                "app {app}: deploy.secret_env name {name:?} must be letters, digits and '_', not starting with a digit"
+            ))
+        } else if name.starts_with("DEPLOYBOT_") {
+            Some(format!(
+                "app {app}: deploy.secret_env name {name:?}: DEPLOYBOT_* variables are set by the agent"
+            ))
+        } else if env.contains_key(name) {
+            Some(format!(
+                "app {app}: {name} is in both deploy.env and deploy.secret_env; keep it in one"
+            ))
+        } else if !is_env_name(source) {
+            Some(format!(
+                "app {app}: deploy.secret_env {name}: {source:?} must name a variable: letters, digits and '_'"
+            ))
+        } else {
+            match (c.env)(source).filter(|v| !v.is_empty()) {
+                Some(value) => {
+                    secrets.insert(name.clone(), AppSecret(value));
+                    None
+                }
+                None => Some(format!(
+                    "app {app}: deploy.secret_env {name} names {source}, which is not set in the controller's environment (nor a credential)"
+                )),
+            }
+        };
+        if let Some(problem) = problem {
+            c.report(raw.referenced, problem);
+        }
+    }
+    secrets
 }
 
 fn compile_patterns(

@@ -15,7 +15,7 @@
 mod file;
 mod matching;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
@@ -47,6 +47,10 @@ pub struct App {
     /// The app's own webhook secret (from the variable `webhook_secret_env`
     /// names): deliveries for this app must be signed with it.
     pub webhook_secret: Option<AppSecret>,
+    /// `deploy.secret_env`: variables whose values are secrets, read from
+    /// the controller's environment or credentials. They reach the agent
+    /// with each job it is handed, and are never stored with the job.
+    pub secrets: BTreeMap<String, AppSecret>,
 }
 
 /// A secret read from the environment; masked in `Debug` output.
@@ -81,6 +85,17 @@ pub enum AppsError {
     },
     #[error("{}", DisplayProblems(.0))]
     Invalid(Vec<Problem>),
+}
+
+/// The value of the secret `name`: the credential file
+/// `$CREDENTIALS_DIRECTORY/name` (without its final newline), else the
+/// environment variable `name`.
+pub fn controller_secret(name: &str) -> Option<String> {
+    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| std::path::Path::new(&dir).join(name))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .map(|value| value.strip_suffix('\n').unwrap_or(&value).to_owned());
+    from_credentials.or_else(|| std::env::var(name).ok())
 }
 
 /// One thing wrong in apps.yaml, with where it is.
@@ -128,9 +143,11 @@ impl AppsConfig {
     }
 
     /// Validates `text`; `origin` names the file in error messages. Secrets
-    /// it names are read from the process environment.
+    /// it names are read from the controller's credentials (a file of that
+    /// name in `$CREDENTIALS_DIRECTORY`, as systemd's `LoadCredential=`
+    /// provides them), else from its environment.
     pub fn parse(text: &str, origin: &str) -> Result<Self, AppsError> {
-        Self::parse_with_env(text, origin, &|name| std::env::var(name).ok())
+        Self::parse_with_env(text, origin, &controller_secret)
     }
 
     /// [`parse`](Self::parse), reading the variables secrets are named by

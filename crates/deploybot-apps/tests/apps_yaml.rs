@@ -197,3 +197,79 @@ fn manual_deploys_find_the_app_pairing_repo_and_host() {
         Err(PairingError::OtherRepo { .. })
     ));
 }
+
+const WITH_SECRETS: &str = r#"
+apps:
+  - name: web
+    repo: acme/web
+    hosts: [web-01]
+    deploy:
+      command: [./deploy.sh]
+      env: {RAILS_ENV: production}
+      secret_env: {DB_PASSWORD: DEPLOY_WEB_DB_PASSWORD, API_TOKEN: WEB_API}
+"#;
+
+fn controller_env(name: &str) -> Option<String> {
+    match name {
+        "DEPLOY_WEB_DB_PASSWORD" => Some("hunter2-but-longer".to_owned()),
+        "WEB_API" => Some("tok-123456".to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn secret_variables_are_read_from_the_controller_and_kept_out_of_the_deploy_spec() {
+    let config = AppsConfig::parse_with_env(WITH_SECRETS, "apps.yaml", &controller_env).unwrap();
+    let web = config.app("web").unwrap();
+    let secrets: Vec<(&str, &str)> = web
+        .secrets
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.expose()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("API_TOKEN", "tok-123456"),
+            ("DB_PASSWORD", "hunter2-but-longer")
+        ]
+    );
+    // The deploy spec, which is stored with every job, holds none of them.
+    assert_eq!(web.deploy.env.keys().collect::<Vec<_>>(), ["RAILS_ENV"]);
+    assert!(!format!("{:?}", web.deploy).contains("hunter2"));
+    assert!(!format!("{web:?}").contains("hunter2"));
+}
+
+#[test]
+fn secret_variables_that_cannot_be_read_or_clash_are_errors() {
+    let cases = [
+        (
+            "secret_env: {DB_PASSWORD: NOT_SET_ANYWHERE}",
+            "names NOT_SET_ANYWHERE, which is not set",
+        ),
+        (
+            "env: {DB_PASSWORD: x}\n      secret_env: {DB_PASSWORD: WEB_API}",
+            "in both deploy.env and deploy.secret_env",
+        ),
+        (
+            "secret_env: {DEPLOYBOT_SHA: WEB_API}",
+            "DEPLOYBOT_* variables are set by the agent",
+        ),
+        ("secret_env: {\"1BAD\": WEB_API}", "must be letters, digits"),
+        ("secret_env: {GOOD: \"not a name\"}", "must name a variable"),
+    ];
+    for (yaml, expected) in cases {
+        let text = format!(
+            "apps:\n  - name: web\n    repo: acme/web\n    hosts: [web-01]\n    deploy:\n      command: [./d]\n      {yaml}\n"
+        );
+        let found = match AppsConfig::parse_with_env(&text, "apps.yaml", &controller_env) {
+            Err(AppsError::Invalid(problems)) => problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => panic!("{yaml}: {other:?}"),
+        };
+        assert!(found.contains(expected), "{yaml}: {found}");
+        assert!(found.starts_with("apps.yaml:"), "{found}");
+    }
+}

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 use crate::{Job, Timestamp};
@@ -100,6 +101,11 @@ pub struct HeartbeatResponse {
     /// report `cancelled`.
     #[serde(default)]
     pub cancel: Vec<String>,
+    /// The handed-out job's secret variables (apps.yaml `secret_env`), as
+    /// the controller has them now. Only here: never stored with the job,
+    /// never in any other answer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// One host: known from apps.yaml, from an agent, or both.

@@ -20,6 +20,10 @@ pub struct AppInfo {
     pub command: Vec<String>,
     /// Whether the app has its own webhook secret.
     pub own_webhook_secret: bool,
+    /// The names of its secret variables (`deploy.secret_env`); never their
+    /// values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
 }
 
 /// Answer of `GET /v1/apps`.

@@ -44,6 +44,8 @@ pub struct Record {
     pub heartbeats: Vec<Beat>,
     /// Jobs waiting to be handed out.
     pub pending: VecDeque<Job>,
+    /// Secret variables handed out with a job, by job id.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
     /// Jobs someone cancelled: like the controller, every heartbeat answer
     /// lists them (and comes at once) until they are reported.
     pub cancels: Vec<String>,
@@ -401,6 +403,10 @@ async fn heartbeat(
         }
         answer = Some(HeartbeatResponse {
             acknowledged: true,
+            secrets: job
+                .as_ref()
+                .and_then(|job| r.secrets.get(&job.id).cloned())
+                .unwrap_or_default(),
             job,
             cancel: r.cancels.clone(),
         });

@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{self, Address, Caller};
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::queue::{Actor, Queue};
+use crate::queue::Actor;
 use crate::state::AppState;
 
 const MAX_CAPABILITIES: usize = 64;
@@ -229,7 +229,7 @@ fn wait_for_work(
             // A stopping controller answers every held long-poll (and
             // wakes them to do so).
             let waited_out = tokio::time::Instant::now() >= deadline || *state.stopping.borrow();
-            if let Some(answer) = answer_now(queue, &id, &host, beat.draining, waited_out).await? {
+            if let Some(answer) = answer_now(&state, &id, &host, beat.draining, waited_out).await? {
                 // Held for a while: the agent was there all along.
                 if !beat.wait.is_zero() {
                     queue.presence().beat(&id, beat.status);
@@ -293,12 +293,13 @@ fn accept_heartbeat(
 /// The heartbeat's answer if it has one now: a job, cancels, or (when the
 /// wait is over) an empty one. `None` means keep waiting.
 async fn answer_now(
-    queue: &Queue,
+    state: &AppState,
     id: &str,
     host: &str,
     draining: bool,
     waited_out: bool,
 ) -> Result<Option<HeartbeatResponse>, ApiError> {
+    let queue = &state.queue;
     // Revoked while this request was held: it gets nothing more.
     if !queue.knows_agent(id) {
         return Err(ApiError::unauthorized(
@@ -312,11 +313,26 @@ async fn answer_now(
     } else {
         queue.claim(id, host).await?
     };
+    // The job's secrets travel with it, as apps.yaml has them now, and
+    // nowhere else.
+    let secrets = job
+        .as_ref()
+        .and_then(|job| {
+            let apps = state.apps.get();
+            apps.app(&job.app).map(|app| {
+                app.secrets
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.expose().to_owned()))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
     Ok(
         (job.is_some() || !cancel.is_empty() || waited_out).then_some(HeartbeatResponse {
             acknowledged: true,
             job,
             cancel,
+            secrets,
         }),
     )
 }

@@ -46,6 +46,7 @@ pub async fn list(
             tags: app.tags.iter().map(|p| p.as_str().to_owned()).collect(),
             command: app.deploy.command.clone(),
             own_webhook_secret: app.webhook_secret.is_some(),
+            secret_env: app.secrets.keys().cloned().collect(),
         })
         .collect();
     Ok(Json(AppsResponse { apps }))

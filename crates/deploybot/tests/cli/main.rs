@@ -25,6 +25,7 @@ mod logs;
 mod metrics;
 mod nginx;
 mod postgres;
+mod secrets;
 mod settings;
 mod signals;
 mod tls;
