@@ -2,12 +2,15 @@
 //! so that every failure answers `{"error": {"code", "message"}, "detail"}`.
 
 use axum::Json;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use deploybot_store::StoreError;
 use deploybot_wire::ErrorBody;
+
+use crate::body;
+use crate::state::AppState;
 
 /// An error answer.
 #[derive(Debug)]
@@ -112,34 +115,6 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        let status = rejection.status();
-        let message = match &rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                "send the body as JSON with `Content-Type: application/json`".to_owned()
-            }
-            JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
-                "the request body is too large (the API accepts at most 1 MiB)".to_owned()
-            }
-            _ => format!("invalid request body: {}", rejection.body_text()),
-        };
-        ApiError::new(status, code_for(status), message)
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the request body is too large (webhooks accept at most 25 MiB)".to_owned()
-        } else {
-            format!("cannot read the request body: {}", rejection.body_text())
-        };
-        ApiError::new(status, code_for(status), message)
-    }
-}
-
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::bad_request(format!(
@@ -155,29 +130,107 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejection is an [`ApiError`].
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body of the API (at most 1 MiB, within the bodies' memory
+/// budget), deserialized into `T`.
 pub struct ApiJson<T>(pub T);
 
-/// The raw body, with rejections (413) as an [`ApiError`].
-pub struct ApiBytes(pub axum::body::Bytes);
+/// A log upload's JSON body: like [`ApiJson`], up to 16 MiB.
+pub struct UploadJson<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        // Boxed: reading a body takes a 650-byte future, and a handler's
-        // future is as large as its largest extractor's, for as long as
-        // the handler runs (a held long-poll: for its whole wait).
-        Box::pin(axum::body::Bytes::from_request(request, state))
-            .await
-            .map(ApiBytes)
-            .map_err(ApiError::from)
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        json_body(request, state, body::API).await.map(ApiJson)
     }
 }
 
-/// `axum::extract::Query` whose rejection is an [`ApiError`].
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for UploadJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        json_body(request, state, body::LOG_UPLOAD)
+            .await
+            .map(UploadJson)
+    }
+}
+
+/// Whether `request` says its body is JSON (`application/json`, or a
+/// `+json` type).
+fn is_json(request: &axum::extract::Request) -> bool {
+    let Some(content_type) = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    request: axum::extract::Request,
+    state: &AppState,
+    limit: body::Limit,
+) -> Result<T, ApiError> {
+    if !is_json(&request) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    let (bytes, _reserved) =
+        body::read(request.into_body(), limit, &state.body_budget, |_| {}).await?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        let status = match err.classify() {
+            serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(
+            status,
+            code_for(status),
+            format!("invalid request body: {err}"),
+        )
+    })
+}
+
+/// The raw body (at most 1 MiB, within the bodies' memory budget).
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        // Boxed: reading a body takes a large future, and a handler's
+        // future is as large as its largest extractor's, for as long as
+        // the handler runs (a held long-poll: for its whole wait).
+        let read = Box::pin(body::read(
+            request.into_body(),
+            body::API,
+            &state.body_budget,
+            |_| {},
+        ));
+        read.await.map(|(bytes, _reserved)| ApiBytes(bytes))
+    }
+}
+
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);

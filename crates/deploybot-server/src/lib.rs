@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod body;
 mod dispatch;
 mod error;
 mod failures;
@@ -225,6 +226,7 @@ impl Controller {
                 .collect(),
             trusted_proxies: settings.trusted_proxies,
             lease_timeout: settings.lease_timeout,
+            body_budget: body::BodyBudget::new(settings.body_memory),
             stopping,
         });
         #[cfg(unix)]

@@ -17,6 +17,8 @@ use prometheus_client::registry::Registry;
 /// Database failures, counted where they become a 503 (see `error.rs`,
 /// which has no state to reach the registry through).
 pub static DATABASE_ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// Request bodies refused because the memory budget of bodies was spent.
+pub static BODIES_REFUSED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabels {
@@ -186,6 +188,11 @@ impl Default for Metrics {
             "database_errors",
             "Database failures answered 503",
             DATABASE_ERRORS.clone(),
+        );
+        registry.register(
+            "request_bodies_refused",
+            "Request bodies answered 503 because the memory budget of bodies being read was spent",
+            BODIES_REFUSED.clone(),
         );
         Metrics {
             registry,

@@ -123,6 +123,11 @@ pub struct SettingsLayer {
     #[arg(long, env = "DEPLOYBOT_MAX_CONNECTIONS", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// Request bodies being read hold at most this many MiB in all; a body
+    /// that needs more is answered 503 [default: 128].
+    #[arg(long, env = "DEPLOYBOT_BODY_MEMORY_MIB", value_name = "MIB")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_memory_mib: Option<u32>,
 }
 
 /// The variables each secret setting is read from, first set wins. The
@@ -236,6 +241,9 @@ pub struct Settings {
     /// Client connections served at once (each agent holds one); more are
     /// answered 503. Lowered at start to what the limit on open files allows.
     pub max_connections: usize,
+    /// Bytes that request bodies being read may hold in all (a webhook may
+    /// be 25 MiB); a body that needs more is answered 503.
+    pub body_memory: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -249,6 +257,9 @@ pub const DEFAULT_LEASE_TIMEOUT: &str = "60s";
 pub const DEFAULT_LOG_RETENTION_JOBS: u32 = 50;
 pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
+pub const DEFAULT_BODY_MEMORY_MIB: u32 = 128;
+/// The largest body a route takes (a webhook), so that one always fits.
+const MIN_BODY_MEMORY_MIB: u32 = 25;
 
 impl Settings {
     /// Resolves a layer against the defaults.
@@ -344,6 +355,14 @@ impl Settings {
                 .max_connections
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                 .max(1) as usize,
+            body_memory: match layer.body_memory_mib.unwrap_or(DEFAULT_BODY_MEMORY_MIB) {
+                mib if mib >= MIN_BODY_MEMORY_MIB => mib as usize * 1024 * 1024,
+                mib => {
+                    return Err(SettingsError(format!(
+                        "body memory {mib} MiB is too small: a webhook may be 25 MiB, so at least {MIN_BODY_MEMORY_MIB}"
+                    )));
+                }
+            },
         })
     }
 }
@@ -444,6 +463,11 @@ log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
 # allows (the soft limit is raised to the hard one first).
 #   env: DEPLOYBOT_MAX_CONNECTIONS   flag: --max-connections
 max_connections = {DEFAULT_MAX_CONNECTIONS}
+
+# Request bodies being read hold at most this many MiB in all (a webhook may be
+# 25 MiB, GitHub's cap); a body that needs more is answered 503 with Retry-After.
+#   env: DEPLOYBOT_BODY_MEMORY_MIB   flag: --body-memory-mib
+body_memory_mib = {DEFAULT_BODY_MEMORY_MIB}
 "#
     )
 }

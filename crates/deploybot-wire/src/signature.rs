@@ -37,22 +37,84 @@ fn mac(secret: &[u8], body: &[u8]) -> HmacSha256 {
 
 /// Checks `header` against `body`, in constant time.
 pub fn verify(secret: &[u8], body: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let digits = header
-        .strip_prefix(b"sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    let expected = hex::decode(digits).map_err(|_| SignatureError::Malformed)?;
-    if expected.len() != 32 {
-        return Err(SignatureError::Malformed);
+    let mut verifier = Verifier::new(header, [secret])?;
+    verifier.update(body);
+    verifier.finish().map(drop).ok_or(SignatureError::Mismatch)
+}
+
+/// A signature checked while the body streams in, against several keys at
+/// once (the current secret, the previous one, apps' own): the body need
+/// not be held to be checked, and one pass serves every key.
+pub struct Verifier {
+    expected: [u8; 32],
+    macs: Vec<HmacSha256>,
+}
+
+impl Verifier {
+    /// For GitHub's `header` (`sha256=` and 64 hex digits) and `keys`.
+    /// Refuses a missing or malformed header before any byte is read.
+    pub fn new<'a>(
+        header: Option<&[u8]>,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Verifier, SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let digits = header
+            .strip_prefix(b"sha256=")
+            .ok_or(SignatureError::Malformed)?;
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(digits, &mut expected).map_err(|_| SignatureError::Malformed)?;
+        Ok(Verifier {
+            expected,
+            macs: keys.into_iter().map(|key| mac(key, b"")).collect(),
+        })
     }
-    mac(secret, body)
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+
+    /// The next bytes of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(chunk);
+        }
+    }
+
+    /// The index of the (first) key the body was signed with, each
+    /// compared in constant time; `None` when none matches.
+    pub fn finish(self) -> Option<usize> {
+        let expected = self.expected;
+        self.macs
+            .into_iter()
+            .map(|mac| mac.verify_slice(&expected).is_ok())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .position(|matched| matched)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_in_pieces_is_checked_against_every_key() {
+        let body = b"Hello, World!";
+        let header = sign(b"second", body);
+        let keys: [&[u8]; 3] = [b"first", b"second", b"third"];
+        let mut verifier = Verifier::new(Some(header.as_bytes()), keys).unwrap();
+        for piece in body.chunks(3) {
+            verifier.update(piece);
+        }
+        assert_eq!(verifier.finish(), Some(1));
+        let mut wrong = Verifier::new(Some(header.as_bytes()), [b"first".as_slice()]).unwrap();
+        wrong.update(body);
+        assert_eq!(wrong.finish(), None);
+        assert!(matches!(
+            Verifier::new(None, keys),
+            Err(SignatureError::Missing)
+        ));
+        assert!(matches!(
+            Verifier::new(Some(b"sha256=abc"), keys),
+            Err(SignatureError::Malformed)
+        ));
+    }
 
     #[test]
     fn matches_githubs_documented_example() {

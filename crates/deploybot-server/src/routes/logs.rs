@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
 use crate::auth::{Caller, writing_agent};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::error::{ApiError, ApiPath, ApiQuery, UploadJson};
 
 use crate::state::AppState;
 
@@ -54,7 +54,7 @@ pub async fn append(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    ApiJson(request): ApiJson<AppendLogsRequest>,
+    UploadJson(request): UploadJson<AppendLogsRequest>,
 ) -> Result<Json<AppendLogsResponse>, ApiError> {
     let agent_id = writing_agent(&caller, request.agent_id)?;
     if request.lines.len() > MAX_LINES_PER_UPLOAD {

@@ -13,7 +13,6 @@ pub(crate) mod tokens;
 pub(crate) mod webhooks;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::{CatchPanic, CatchPanicLayer, ResponseForPanic};
@@ -30,13 +29,6 @@ use crate::openapi;
 use crate::request_id::{RequestId, RequestIdLayer};
 use crate::state::AppState;
 use crate::trace::{MakeRequestSpan, OnRequestDone};
-
-/// Body limit of the API.
-const API_BODY_LIMIT: usize = 1024 * 1024;
-/// Body limit of log uploads (agents send batches well under it).
-const LOG_UPLOAD_LIMIT: usize = 16 * 1024 * 1024;
-/// Body limit of webhooks: GitHub's own cap.
-const WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
 /// A list's `limit` parameter: `default` when absent, 1 to `max` otherwise.
 pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -70,11 +62,9 @@ pub fn service(state: AppState) -> Service {
         )
         .layer(CatchPanicLayer::custom(PanicAnswer))
         // A client that stops sending its body mid-way is cut off, so it
-        // cannot hold a connection and a handler forever.
+        // cannot hold a connection and a handler forever. (Each route's
+        // extractor enforces its body's size: see `body.rs`.)
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
-        // Here rather than on the API's routes, where it would box one more
-        // future per request (see above).
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .service(router)
 }
 
@@ -102,7 +92,7 @@ impl ResponseForPanic for PanicAnswer {
 pub type Service = HttpMetrics<
     RequestId<
         Trace<
-            CatchPanic<RequestBodyTimeout<ApiBodyLimit>, PanicAnswer>,
+            CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
             SharedClassifier<ServerErrorsAsFailures>,
             MakeRequestSpan,
             DefaultOnRequest,
@@ -110,10 +100,6 @@ pub type Service = HttpMetrics<
         >,
     >,
 >;
-
-/// The router with the API's body limit, which the webhook and log upload
-/// routes raise for themselves.
-type ApiBodyLimit = <DefaultBodyLimit as tower::Layer<Router>>::Service;
 
 /// The longest a request body may pause between two chunks.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -151,15 +137,12 @@ fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(metrics::metrics))
-        .routes(routes!(health::status));
-    // Routes with larger bodies than the API's (a layer of their own).
-    let webhooks = OpenApiRouter::new()
+        .routes(routes!(health::status))
         .routes(routes!(webhooks::github))
-        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT));
-    let uploads = OpenApiRouter::new()
-        .routes(routes!(logs::append))
-        .layer(DefaultBodyLimit::max(LOG_UPLOAD_LIMIT));
-    api.merge(webhooks).merge(uploads)
+        .routes(routes!(logs::append));
+    // Bodies are read by the routes' extractors (`error.rs`, `body.rs`),
+    // each within its route's limit and the bodies' memory budget.
+    api
 }
 
 /// The router, and the OpenAPI document describing it.

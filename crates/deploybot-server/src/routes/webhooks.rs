@@ -1,16 +1,18 @@
 //! `POST /v1/webhooks/github`: GitHub push deliveries become jobs.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use deploybot_apps::{AppSecret, AppsConfig};
 use deploybot_store::NewDelivery;
 use deploybot_wire::WebhookResponse;
-use deploybot_wire::signature::{self, SIGNATURE_HEADER, SignatureError};
+use deploybot_wire::signature::{SIGNATURE_HEADER, SignatureError, Verifier};
 use tracing::Span;
 
 use crate::auth::Address;
-use crate::error::{ApiBytes, ApiError};
+use crate::body;
+use crate::error::ApiError;
 use crate::push_plan::{BadPush, SignedBy, plan_delivery};
 use crate::state::AppState;
 use crate::webhook;
@@ -45,12 +47,16 @@ pub async fn github(
     State(state): State<AppState>,
     Address(address): Address,
     headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    body: Body,
 ) -> Result<Json<WebhookResponse>, ApiError> {
     let apps = state.apps.get();
-    let signed_by = verify_signature(&state, &apps, &headers, &body).inspect_err(|_| {
-        state.metrics.signature_failures.inc();
-    })?;
+    let (body, signed_by) = read_signed(&state, &apps, &headers, body)
+        .await
+        .inspect_err(|err| {
+            if err.status() == axum::http::StatusCode::UNAUTHORIZED {
+                state.metrics.signature_failures.inc();
+            }
+        })?;
 
     let event = webhook::event(&headers)?;
     let delivery_id = webhook::delivery_id(&headers)?
@@ -101,50 +107,53 @@ pub async fn github(
     }))
 }
 
-/// Checks `X-Hub-Signature-256` against the global secret (current, then
-/// previous during a rotation), then against the apps' own secrets.
-fn verify_signature(
+/// Reads the body within its limit and the bodies' memory budget,
+/// checking `X-Hub-Signature-256` as it streams in: against the global
+/// secret (current, then previous during a rotation), then the apps' own
+/// secrets. A missing or malformed header is refused before the body is
+/// read. Which secret signed it decides what it may deploy.
+async fn read_signed(
     state: &AppState,
     apps: &AppsConfig,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<SignedBy, ApiError> {
-    let app_secrets: Vec<&AppSecret> = apps
-        .apps()
+    body: Body,
+) -> Result<(Bytes, SignedBy), ApiError> {
+    let mut keys: Vec<(SignedBy, &[u8])> = state
+        .webhook_secrets
         .iter()
-        .filter_map(|app| app.webhook_secret.as_ref())
+        .map(|secret| (SignedBy::Global, secret.expose().as_bytes()))
         .collect();
-    if state.webhook_secrets.is_empty() && app_secrets.is_empty() {
+    keys.extend(apps.apps().iter().filter_map(|app| {
+        let secret: &AppSecret = app.webhook_secret.as_ref()?;
+        Some((SignedBy::App(secret.clone()), secret.expose().as_bytes()))
+    }));
+    if keys.is_empty() {
         return Err(ApiError::unauthorized(
             "webhook_secret_unset",
             "this controller has no webhook secret configured (DEPLOYBOT_WEBHOOK_SECRET), so it cannot verify deliveries",
         ));
     }
     let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
-    let mut outcome = Err(SignatureError::Mismatch);
-    for secret in &state.webhook_secrets {
-        outcome = signature::verify(secret.expose().as_bytes(), body, header);
-        if outcome.is_ok() {
-            return Ok(SignedBy::Global);
-        }
-    }
-    for secret in app_secrets {
-        outcome = signature::verify(secret.expose().as_bytes(), body, header);
-        if outcome.is_ok() {
-            return Ok(SignedBy::App(secret.clone()));
-        }
-    }
-    Err(match outcome {
-        Err(SignatureError::Missing) => {
-            ApiError::unauthorized("missing_signature", "missing X-Hub-Signature-256 header")
-        }
-        Err(SignatureError::Malformed) => ApiError::unauthorized(
-            "bad_signature",
-            "X-Hub-Signature-256 must be sha256= followed by 64 hex digits",
-        ),
-        _ => ApiError::unauthorized(
+    let mut verifier =
+        Verifier::new(header, keys.iter().map(|(_, key)| *key)).map_err(|err| match err {
+            SignatureError::Missing => {
+                ApiError::unauthorized("missing_signature", "missing X-Hub-Signature-256 header")
+            }
+            _ => ApiError::unauthorized(
+                "bad_signature",
+                "X-Hub-Signature-256 must be sha256= followed by 64 hex digits",
+            ),
+        })?;
+    let (bytes, _reserved) = body::read(body, body::WEBHOOK, &state.body_budget, |chunk| {
+        verifier.update(chunk)
+    })
+    .await?;
+    let signer = verifier.finish().ok_or_else(|| {
+        ApiError::unauthorized(
             "bad_signature",
             "X-Hub-Signature-256 does not match the body signed with the webhook secret",
-        ),
-    })
+        )
+    })?;
+    let signed_by = keys.swap_remove(signer).0;
+    Ok((bytes, signed_by))
 }

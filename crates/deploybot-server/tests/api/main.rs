@@ -4,6 +4,7 @@
 mod agents;
 mod apps;
 mod auth;
+mod bodies;
 mod cluster;
 mod connections;
 mod dispatch_race;

@@ -1,0 +1,143 @@
+//! Request bodies: a memory budget all bodies being read share (503 with
+//! `Retry-After` when it is spent), each route's limit said right, and a
+//! webhook's signature checked before its body is read.
+
+use std::time::{Duration, Instant};
+
+use deploybot_server::SettingsLayer;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{SHA_A, assert_error, push_payload, spawn_app, spawn_app_with_settings};
+use crate::metrics::{sample, scrape};
+
+const MIB: usize = 1024 * 1024;
+
+/// Starts a signed webhook POST whose body is `size` bytes, and sends all
+/// of it but the last byte: the controller holds what it read meanwhile.
+async fn held_webhook(address: &str, size: usize, signature: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/webhooks/github HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: push\r\nX-GitHub-Delivery: held\r\nX-Hub-Signature-256: {signature}\r\n\
+         Content-Length: {size}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; size - 1]).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn bodies_past_the_memory_budget_are_answered_503_until_it_frees() {
+    let app = spawn_app_with_settings(SettingsLayer {
+        body_memory_mib: Some(25),
+        ..Default::default()
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let signature = format!("sha256={}", "0".repeat(64));
+    // Two 12 MiB deliveries, each held one byte short of their end: 24 of
+    // the 25 MiB are in use once the controller has read them.
+    let first = held_webhook(&address, 12 * MIB, &signature).await;
+    let second = held_webhook(&address, 12 * MIB, &signature).await;
+
+    // A 2 MiB delivery does not fit: 503 with Retry-After (once the
+    // controller has read the held bodies; until then it may get in).
+    let mut big = push_payload("acme/web", "refs/heads/main", SHA_A);
+    big["pad"] = "x".repeat(2 * MIB).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    let refused = loop {
+        attempt += 1;
+        let response = app
+            .post_webhook("push", &format!("big-{attempt}"), &big)
+            .await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_error(refused, StatusCode::SERVICE_UNAVAILABLE, "too_many_bodies").await;
+    // Small bodies still fit, and count the refusal.
+    let small = app.create_job_ok("acme/web", "web-02", SHA_A).await;
+    assert_eq!(small.host, "web-02");
+    let text = scrape(&app).await;
+    assert!(
+        sample(&text, "deploybot_request_bodies_refused_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    // The held bodies end (their signature is wrong: 401): the budget frees.
+    for mut held in [first, second] {
+        held.write_all(b" ").await.unwrap();
+        let mut answer = vec![0; 12];
+        held.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 401");
+    }
+    let response = app.post_webhook("push", "big-after", &big).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_webhook_without_a_valid_signature_header_is_refused_before_its_body_is_read() {
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://");
+    for signature in ["", "X-Hub-Signature-256: sha1=abc\r\n"] {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        // 24 MiB announced, not one byte sent: the answer comes anyway.
+        let head = format!(
+            "POST /v1/webhooks/github HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             X-GitHub-Event: push\r\n{signature}Content-Length: {}\r\n\r\n",
+            24 * MIB
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 12];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 401", "{signature:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_routes_413_says_its_own_limit() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    let job = app.heartbeat_job(&agent.id).await.expect("a job");
+    let line = "x".repeat(60 * 1024);
+    let lines: Vec<_> = (1..=290)
+        .map(|n| json!({"line": n, "stream": "stdout", "at": "2026-01-01T00:00:00Z", "text": line}))
+        .collect();
+    let upload = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{}/logs", job.id)))
+        .bearer_auth(app.agent_token(&agent.id))
+        .json(&json!({"lease": job.lease, "lines": lines}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(upload, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    assert!(body.detail.contains("16 MiB"), "{}", body.detail);
+
+    let mut payload = push_payload("acme/web", "refs/heads/main", SHA_A);
+    payload["pad"] = "x".repeat(2 * MIB).into();
+    let api = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .json(&payload)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(api, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    assert!(body.detail.contains("1 MiB"), "{}", body.detail);
+}
