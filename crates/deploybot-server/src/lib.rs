@@ -227,6 +227,7 @@ impl Controller {
             trusted_proxies: settings.trusted_proxies,
             lease_timeout: settings.lease_timeout,
             body_budget: body::BodyBudget::new(settings.body_memory),
+            max_job_output: settings.max_job_output,
             stopping,
         });
         #[cfg(unix)]

@@ -123,6 +123,11 @@ pub struct SettingsLayer {
     #[arg(long, env = "DEPLOYBOT_MAX_CONNECTIONS", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// A job's stored output is cut (with a marker line) at this many MiB
+    /// [default: 50].
+    #[arg(long, env = "DEPLOYBOT_MAX_JOB_OUTPUT_MIB", value_name = "MIB")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_job_output_mib: Option<u32>,
     /// Request bodies being read hold at most this many MiB in all; a body
     /// that needs more is answered 503 [default: 128].
     #[arg(long, env = "DEPLOYBOT_BODY_MEMORY_MIB", value_name = "MIB")]
@@ -244,6 +249,9 @@ pub struct Settings {
     /// Bytes that request bodies being read may hold in all (a webhook may
     /// be 25 MiB); a body that needs more is answered 503.
     pub body_memory: usize,
+    /// Bytes of a job's output stored at most; a marker line says where
+    /// the rest was cut.
+    pub max_job_output: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -258,6 +266,7 @@ pub const DEFAULT_LOG_RETENTION_JOBS: u32 = 50;
 pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
 pub const DEFAULT_BODY_MEMORY_MIB: u32 = 128;
+pub const DEFAULT_MAX_JOB_OUTPUT_MIB: u32 = 50;
 /// The largest body a route takes (a webhook), so that one always fits.
 const MIN_BODY_MEMORY_MIB: u32 = 25;
 
@@ -355,6 +364,13 @@ impl Settings {
                 .max_connections
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                 .max(1) as usize,
+            max_job_output: u64::from(
+                layer
+                    .max_job_output_mib
+                    .unwrap_or(DEFAULT_MAX_JOB_OUTPUT_MIB)
+                    .max(1),
+            ) * 1024
+                * 1024,
             body_memory: match layer.body_memory_mib.unwrap_or(DEFAULT_BODY_MEMORY_MIB) {
                 mib if mib >= MIN_BODY_MEMORY_MIB => mib as usize * 1024 * 1024,
                 mib => {
@@ -463,6 +479,11 @@ log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
 # allows (the soft limit is raised to the hard one first).
 #   env: DEPLOYBOT_MAX_CONNECTIONS   flag: --max-connections
 max_connections = {DEFAULT_MAX_CONNECTIONS}
+
+# A job's stored output is cut at this many MiB (a marker line says so): a
+# runaway deploy cannot fill the database.
+#   env: DEPLOYBOT_MAX_JOB_OUTPUT_MIB   flag: --max-job-output-mib
+max_job_output_mib = {DEFAULT_MAX_JOB_OUTPUT_MIB}
 
 # Request bodies being read hold at most this many MiB in all (a webhook may be
 # 25 MiB, GitHub's cap); a body that needs more is answered 503 with Retry-After.

@@ -44,6 +44,8 @@ pub struct Shared {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Agents silent this long are offline and lose their running job.
     pub lease_timeout: Duration,
+    /// Bytes of a job's output stored at most.
+    pub max_job_output: u64,
     /// Memory that request bodies being read may hold, all together.
     pub body_budget: crate::body::BodyBudget,
     /// Becomes `true` when the controller stops: held long-polls and streams end.

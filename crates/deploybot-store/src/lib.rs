@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod holder;
+mod output_cap;
 mod postgres;
 mod sqlite;
 
@@ -156,6 +157,8 @@ pub struct JobFilter {
     pub host: Option<String>,
     pub repo: Option<String>,
     pub app: Option<String>,
+    /// Only jobs created before this one (the next page).
+    pub before: Option<String>,
     pub limit: u32,
 }
 
@@ -187,6 +190,8 @@ pub struct AppendedLogs {
     pub entries: Vec<LogEntry>,
     /// Lines already stored by an earlier upload.
     pub duplicates: u64,
+    /// Lines not stored: the job's output reached its cap.
+    pub dropped: u64,
 }
 
 /// Which log lines a reader wants; `None` means any.
@@ -347,7 +352,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError>;
 
-    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError>;
+    /// Tokens in the order they were made, after the token `after`.
+    async fn tokens(&self, after: Option<String>, limit: u32)
+    -> Result<Vec<TokenInfo>, StoreError>;
 
     async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError>;
 
@@ -362,8 +369,15 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log, newest first, before the entry id `before` if given.
     async fn audit(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditEntry>, StoreError>;
 
-    /// Every registered agent, status as last saved.
+    /// Every registered agent, status as last saved, by hostname.
     async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+
+    /// Registered agents by hostname, after the host `after`.
+    async fn agents_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError>;
 
     /// The agent with this id, if it is registered and not revoked (it
     /// has a current token).
@@ -408,8 +422,13 @@ pub trait Store: Send + Sync + 'static {
     /// Running, last finished and pending count for each host.
     async fn host_jobs(&self, hosts: Vec<String>) -> Result<Vec<HostJobs>, StoreError>;
 
-    /// Recent webhook deliveries, newest first.
-    async fn deliveries(&self, limit: u32) -> Result<Vec<deploybot_wire::Delivery>, StoreError>;
+    /// Recent webhook deliveries, newest first, received before the
+    /// delivery `before` if given.
+    async fn deliveries(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<deploybot_wire::Delivery>, StoreError>;
 
     /// Hosts that have at least one pending job (to rebuild dispatch hints at start).
     async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError>;
@@ -448,13 +467,16 @@ pub trait Store: Send + Sync + 'static {
     async fn hosts_with_cancel_requests(&self) -> Result<Vec<String>, StoreError>;
 
     /// Appends a running job's output; the writer must hold the job's lease
-    /// (when it names one) and be its agent (when it names itself).
+    /// (when it names one) and be its agent (when it names itself). Once
+    /// the job's stored output reaches `max_bytes`, a marker line says so
+    /// and later lines are dropped.
     async fn append_logs(
         &self,
         job_id: String,
         agent_id: Option<String>,
         lease: Option<i64>,
         lines: Vec<LogLine>,
+        max_bytes: u64,
     ) -> Result<AppendedLogs, StoreError>;
 
     /// Every log line committed from now on, in commit order (so in id

@@ -379,12 +379,12 @@ async fn a_write_cut_off_by_a_lost_connection_leaves_nothing_behind() {
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
 
     // The token was marked used in the transaction that died: still unused.
-    let tokens = store.tokens().await.unwrap();
+    let tokens = store.tokens(None, 1000).await.unwrap();
     assert_eq!(tokens[0].used_at, None, "{tokens:?}");
     let mut again = registration;
     again.use_enrollment_token = Some("tok_e".into());
     store.register_agent(again).await.unwrap();
-    assert!(store.tokens().await.unwrap()[0].used_at.is_some());
+    assert!(store.tokens(None, 1000).await.unwrap()[0].used_at.is_some());
     blocker.close().await.unwrap();
     killer.close().await.unwrap();
     drop(store);
@@ -552,7 +552,7 @@ async fn a_refused_delivery_fails_alone_in_its_batch() {
     }
     // Nothing of the refused one; everything of the others, newest pending.
     assert!(store.job("g-4-h1".into()).await.unwrap().is_none());
-    let deliveries = store.deliveries(100).await.unwrap();
+    let deliveries = store.deliveries(100, None).await.unwrap();
     assert_eq!(deliveries.len(), 8, "{deliveries:?}");
     let pending = store
         .jobs(deploybot_store::JobFilter {
@@ -688,6 +688,7 @@ async fn log_ids_grow_in_commit_order_on_every_instance() {
                         None,
                         running.lease,
                         lines(batch * 5 + 1, batch * 5 + 5),
+                        u64::MAX,
                     )
                     .await
                     .unwrap();

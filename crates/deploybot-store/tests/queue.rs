@@ -337,7 +337,7 @@ async fn a_redelivery_creates_nothing_and_answers_the_same_jobs(t: TestStore) {
     assert!(again.duplicate);
     assert_eq!(again.job_ids, ["d1", "d2"]);
     assert!(t.store.job("d3".into()).await.unwrap().is_none());
-    assert_eq!(t.store.deliveries(10).await.unwrap().len(), 1);
+    assert_eq!(t.store.deliveries(10, None).await.unwrap().len(), 1);
 }
 
 async fn listing_filters_and_orders_newest_first(t: TestStore) {
@@ -540,7 +540,7 @@ async fn a_replayed_commit_creates_no_webhook_job_whatever_its_delivery_id(t: Te
     assert_eq!(replay.job_ids, ["w1"]);
     assert!(replay.hosts_with_new_jobs.is_empty());
     assert!(t.store.job("w2".into()).await.unwrap().is_none());
-    let deliveries = t.store.deliveries(10).await.unwrap();
+    let deliveries = t.store.deliveries(10, None).await.unwrap();
     assert_eq!(
         deliveries
             .iter()
@@ -659,7 +659,7 @@ async fn deliveries_arriving_together_are_recorded_one_after_the_other(t: TestSt
         }
         assert_eq!(jobs[20].status, JobStatus::Pending);
     }
-    assert_eq!(t.store.deliveries(100).await.unwrap().len(), 22);
+    assert_eq!(t.store.deliveries(100, None).await.unwrap().len(), 22);
     let audit = t.store.audit(100, None).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.action == "deploy").count(), 22);
 }

@@ -133,4 +133,7 @@ pub struct HostInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostsResponse {
     pub hosts: Vec<HostInfo>,
+    /// When the page is full: pass it as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }

@@ -106,6 +106,9 @@ pub struct CreatedToken {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokensResponse {
     pub tokens: Vec<TokenInfo>,
+    /// When the page is full: pass it as `after` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// One entry of the audit log: who did what to what, from where, and how

@@ -62,6 +62,10 @@ pub struct AppendLogsResponse {
     pub accepted: u64,
     /// Lines already stored by an earlier upload, ignored.
     pub duplicates: u64,
+    /// Lines not stored because the job's output reached the controller's
+    /// cap (a marker line says where).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// A stored log line, as read back (`GET /v1/jobs/{id}/logs`, the SSE stream).

@@ -440,6 +440,7 @@ async fn logs(
     let mut stored = AppendLogsResponse {
         accepted: 0,
         duplicates: 0,
+        dropped: 0,
     };
     tx.send_modify(|r| {
         answer = if r.fail_logs > 0 {

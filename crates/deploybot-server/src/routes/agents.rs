@@ -337,19 +337,33 @@ async fn answer_now(
     )
 }
 
-/// Every registered agent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1 to 1000; default 1000.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only agents of hosts after this one, by name: the next page.
+    after: Option<String>,
+}
+
+/// Registered agents, by hostname.
 #[utoipa::path(
     get,
     path = "/v1/agents",
     tag = "agents",
+    params(ListQuery),
     responses((status = 200, body = Vec<Agent>))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<Agent>>, ApiError> {
     caller.require_read()?;
-    let mut agents = state.queue.store().agents().await?;
+    let limit = super::limit(query.limit, 1000, 1000)?;
+    let mut agents = state.queue.store().agents_page(query.after, limit).await?;
     for agent in &mut agents {
         state.queue.presence().refresh(agent, state.lease_timeout);
     }

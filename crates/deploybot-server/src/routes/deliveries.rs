@@ -13,9 +13,14 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Only deliveries received before this one (a delivery id): the next
+    /// page.
+    before: Option<String>,
 }
 
 /// Recent webhook deliveries, newest first, with their verdict and jobs.
@@ -36,5 +41,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    Ok(Json(state.queue.store().deliveries(limit).await?))
+    Ok(Json(
+        state.queue.store().deliveries(limit, query.before).await?,
+    ))
 }

@@ -5,23 +5,39 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use deploybot_wire::{AgentStatus, HostInfo, HostsResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
 /// Hosts, their agents and their jobs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1 to 1000; default 1000.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only hosts after this one, by name (as `next_after` says).
+    after: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/hosts",
     tag = "hosts",
+    params(ListQuery),
     responses((status = 200, body = HostsResponse))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<HostsResponse>, ApiError> {
     caller.require_read()?;
+    let limit = super::limit(query.limit, 1000, 1000)? as usize;
     let apps = state.apps.get();
     let mut agents = state.queue.store().agents().await?;
     let mut by_host = BTreeMap::new();
@@ -32,11 +48,17 @@ pub async fn list(
         state.queue.presence().refresh(agent, state.lease_timeout);
         by_host.insert(agent.hostname.clone(), Some(agent.clone()));
     }
-    let jobs = state
-        .queue
-        .store()
-        .host_jobs(by_host.keys().cloned().collect())
-        .await?;
+    // The page, by name: only its hosts' jobs are read.
+    let page: Vec<String> = by_host
+        .keys()
+        .filter(|host| query.after.as_ref().is_none_or(|after| *host > after))
+        .take(limit)
+        .cloned()
+        .collect();
+    let next_after = (page.len() == limit)
+        .then(|| page.last().cloned())
+        .flatten();
+    let jobs = state.queue.store().host_jobs(page).await?;
     let hosts = jobs
         .into_iter()
         .map(|jobs| {
@@ -53,5 +75,5 @@ pub async fn list(
             }
         })
         .collect();
-    Ok(Json(HostsResponse { hosts }))
+    Ok(Json(HostsResponse { hosts, next_after }))
 }

@@ -170,13 +170,17 @@ fn answer_enqueued(enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     status: Option<JobStatus>,
     host: Option<String>,
     repo: Option<String>,
     app: Option<String>,
     /// 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Only jobs created before this one (a job id): the next page.
+    before: Option<String>,
 }
 
 /// List jobs, newest first.
@@ -205,6 +209,7 @@ pub async fn list(
             host: query.host,
             repo: query.repo,
             app: query.app,
+            before: query.before,
             limit,
         })
         .await?;

@@ -75,11 +75,18 @@ pub async fn append(
     let appended = state
         .queue
         .store()
-        .append_logs(id, agent_id, request.lease, request.lines)
+        .append_logs(
+            id,
+            agent_id,
+            request.lease,
+            request.lines,
+            state.max_job_output,
+        )
         .await?;
     Ok(Json(AppendLogsResponse {
         accepted: appended.entries.len() as u64,
         duplicates: appended.duplicates,
+        dropped: appended.dropped,
     }))
 }
 

@@ -7,10 +7,12 @@ use deploybot_store::NewToken;
 use deploybot_wire::{
     CreateTokenRequest, CreatedToken, ErrorBody, TokenInfo, TokenRole, TokensResponse, names,
 };
+use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa::IntoParams;
 
 use crate::auth::{self, Address, Caller};
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::queue::Actor;
 use crate::state::AppState;
 
@@ -120,6 +122,7 @@ pub async fn create(
     get,
     path = "/v1/tokens",
     tag = "tokens",
+    params(ListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokensResponse),
@@ -130,11 +133,26 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<TokensResponse>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(TokensResponse {
-        tokens: state.queue.store().tokens().await?,
-    }))
+    let limit = super::limit(query.limit, 100, 1000)?;
+    let tokens = state.queue.store().tokens(query.after, limit).await?;
+    let next_after = (tokens.len() == limit as usize)
+        .then(|| tokens.last().map(|t| t.id.clone()))
+        .flatten();
+    Ok(Json(TokensResponse { tokens, next_after }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only tokens made after this one (a token id, as `next_after` says).
+    after: Option<String>,
 }
 
 /// Revoke a token (admin). It stops working at once on this controller and

@@ -69,6 +69,26 @@ pub(super) async fn all(conn: &mut PgConnection) -> Result<Vec<Agent>, StoreErro
     rows.iter().map(from_row).collect()
 }
 
+/// Agents by hostname, after the host `after`.
+pub(super) async fn page(
+    conn: &mut PgConnection,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Agent>, StoreError> {
+    // Byte order, as SQLite sorts, whatever the database's locale.
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        agent_columns!(),
+        " FROM agents WHERE $1::text IS NULL OR hostname COLLATE \"C\" > $1
+          ORDER BY hostname COLLATE \"C\" LIMIT $2"
+    ))
+    .bind(after.map(text))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// The id of the agent that has `hostname` now (it has a token), if any;
 /// its row stays locked until the transaction ends.
 pub(super) async fn holder_of(

@@ -57,13 +57,24 @@ pub(super) async fn create(
     from_row(&row)
 }
 
-pub(super) async fn all(conn: &mut PgConnection) -> Result<Vec<TokenInfo>, StoreError> {
+/// Tokens in the order they were made, after the token `after`.
+pub(super) async fn page(
+    conn: &mut PgConnection,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TokenInfo>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         token_columns!(),
         // Byte order, as SQLite sorts, whatever the database's locale.
-        " FROM tokens ORDER BY created_at, id COLLATE \"C\""
+        " FROM tokens
+          WHERE $1::text IS NULL
+             OR (created_at, id COLLATE \"C\")
+                > (SELECT created_at, id COLLATE \"C\" FROM tokens WHERE id = $1)
+          ORDER BY created_at, id COLLATE \"C\" LIMIT $2"
     ))
+    .bind(after.map(text))
+    .bind(i64::from(limit))
     .fetch_all(conn)
     .await?;
     rows.iter().map(from_row).collect()

@@ -145,13 +145,18 @@ pub(super) async fn ingest(
 pub(super) async fn recent(
     conn: &mut PgConnection,
     limit: u32,
+    before: Option<&str>,
 ) -> Result<Vec<Delivery>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         delivery_columns!(),
-        " FROM deliveries ORDER BY seq DESC LIMIT $1"
+        " FROM deliveries
+          WHERE $2::text IS NULL
+             OR seq < (SELECT seq FROM deliveries WHERE delivery_id = $2)
+          ORDER BY seq DESC LIMIT $1"
     ))
     .bind(i64::from(limit))
+    .bind(before.map(text))
     .fetch_all(conn)
     .await?;
     rows.iter().map(from_row).collect()

@@ -232,6 +232,13 @@ pub(super) async fn list(
             sql.push_str(&format!(" AND {column} = ${}", values.len()));
         }
     }
+    if let Some(before) = filter.before.as_deref() {
+        values.push(before);
+        sql.push_str(&format!(
+            " AND seq < (SELECT seq FROM jobs WHERE id = ${})",
+            values.len()
+        ));
+    }
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", values.len() + 1));
     // Safe: the statement is made of the fixed fragments above; every value is bound.
     let mut query = sqlx::query(AssertSqlSafe(sql));

@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::leases::{RowLock, check_holder};
 use super::{LockSpace, from_ms, lock, lock_key, text, to_ms};
 use crate::holder::{Held, Holder};
-use crate::{AppendedLogs, LogFilter, StoreError};
+use crate::{AppendedLogs, LogFilter, StoreError, output_cap};
 
 /// PostgreSQL integers are signed; line numbers past i64::MAX cannot occur in practice.
 fn saturating_i64(value: u64) -> i64 {
@@ -52,6 +52,7 @@ pub(super) async fn append(
     agent_id: Option<&str>,
     lease: Option<i64>,
     lines: &[LogLine],
+    max_bytes: u64,
 ) -> Result<(AppendedLogs, i64), StoreError> {
     let Held { status, host, app } = check_holder(
         conn,
@@ -85,15 +86,38 @@ pub(super) async fn append(
     }
 
     lock(conn, &[lock_key(LockSpace::LogAppend, &[])]).await?;
-    // Under the lock: every line up to this one is committed, and the lines
-    // stored next follow it (the live feed publishes them directly if it
-    // has published it).
+    // Under the lock, which serializes every append: how much of the job's
+    // output is stored, and where it was cut.
+    let (stored, cut_at): (i64, Option<i64>) =
+        sqlx::query_as("SELECT log_bytes, log_cut_at FROM jobs WHERE id = $1")
+            .bind(text(job_id))
+            .fetch_one(&mut *conn)
+            .await?;
+    let fit = output_cap::fit(
+        &fresh,
+        stored.unsigned_abs(),
+        cut_at.map(i64::unsigned_abs),
+        max_bytes,
+    );
+    appended.dropped = fit.dropped;
+    let fresh: Vec<&LogLine> = fit
+        .lines
+        .iter()
+        .copied()
+        .chain(fit.marker.as_ref())
+        .collect();
+    if fresh.is_empty() {
+        return Ok((appended, 0));
+    }
+    // Every line up to this one is committed, and the lines stored next
+    // follow it (the live feed publishes them directly if it has published
+    // it).
     let previous = last_id(conn).await?;
     let numbers: Vec<i64> = fresh.iter().map(|l| saturating_i64(l.line)).collect();
     let streams: Vec<&str> = fresh.iter().map(|l| l.stream.as_str()).collect();
     let times: Vec<i64> = fresh.iter().map(|l| to_ms(l.at)).collect();
     let texts: Vec<String> = fresh.iter().map(|l| text(&l.text).into_owned()).collect();
-    let stored: Vec<(i64, i64)> = sqlx::query_as(
+    let inserted: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO job_logs (job_id, line, stream, at, text)
          SELECT $1, l.line, l.stream, l.at, l.text
          FROM unnest($2::int8[], $3::text[], $4::int8[], $5::text[])
@@ -107,15 +131,17 @@ pub(super) async fn append(
     .bind(&streams)
     .bind(&times)
     .bind(&texts)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
 
-    let ids: HashMap<i64, i64> = stored.into_iter().map(|(id, line)| (line, id)).collect();
+    let ids: HashMap<i64, i64> = inserted.into_iter().map(|(id, line)| (line, id)).collect();
+    let mut added = 0u64;
     for ((line, number), stored_text) in fresh.into_iter().zip(numbers).zip(texts) {
         let Some(&id) = ids.get(&number) else {
             appended.duplicates += 1;
             continue;
         };
+        added += stored_text.len() as u64;
         appended.entries.push(LogEntry {
             id,
             job_id: job_id.to_owned(),
@@ -129,6 +155,14 @@ pub(super) async fn append(
         });
     }
     appended.entries.sort_by_key(|entry| entry.id);
+    if added > 0 || fit.cut_at != cut_at.map(i64::unsigned_abs) {
+        sqlx::query("UPDATE jobs SET log_bytes = log_bytes + $2, log_cut_at = $3 WHERE id = $1")
+            .bind(text(job_id))
+            .bind(saturating_i64(added))
+            .bind(fit.cut_at.map(saturating_i64))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok((appended, previous))
 }
 

@@ -305,8 +305,12 @@ impl Store for PostgresStore {
         credentials::create(&mut *self.conn().await?, &token).await
     }
 
-    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        credentials::all(&mut *self.conn().await?).await
+    async fn tokens(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<TokenInfo>, StoreError> {
+        credentials::page(&mut *self.conn().await?, after.as_deref(), limit).await
     }
 
     async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError> {
@@ -341,6 +345,14 @@ impl Store for PostgresStore {
 
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         agents::all(&mut *self.conn().await?).await
+    }
+
+    async fn agents_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError> {
+        agents::page(&mut *self.conn().await?, after.as_deref(), limit).await
     }
 
     async fn agent(&self, agent_id: String) -> Result<Option<Agent>, StoreError> {
@@ -418,8 +430,12 @@ impl Store for PostgresStore {
         jobs::of_hosts(&mut *self.conn().await?, &hosts).await
     }
 
-    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
-        deliveries::recent(&mut *self.conn().await?, limit).await
+    async fn deliveries(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        deliveries::recent(&mut *self.conn().await?, limit, before.as_deref()).await
     }
 
     async fn hosts_with_pending_jobs(&self) -> Result<Vec<String>, StoreError> {
@@ -498,10 +514,11 @@ impl Store for PostgresStore {
         agent_id: Option<String>,
         lease: Option<i64>,
         lines: Vec<LogLine>,
+        max_bytes: u64,
     ) -> Result<AppendedLogs, StoreError> {
         let mut published = self.log_feed.lock().await;
         let (appended, previous) = in_transaction!(self, |tx| {
-            match logs::append(tx, &job_id, agent_id.as_deref(), lease, &lines).await {
+            match logs::append(tx, &job_id, agent_id.as_deref(), lease, &lines, max_bytes).await {
                 Ok((appended, previous)) => match appended.entries.last() {
                     Some(newest) => self
                         .events

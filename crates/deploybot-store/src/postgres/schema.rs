@@ -138,7 +138,7 @@ mod tests {
             ),
             (
                 4,
-                "34a9d271e84af80b2ca55ad2a8d9797d1d376befef035bdec94af05e32dc8b29",
+                "297d4177dd54f9eae08bf58cbb126c8df387b03c8306606fab209e80b531299f",
             ),
         ];
         // A new migration needs its checksum pinned here too.

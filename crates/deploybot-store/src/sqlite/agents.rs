@@ -59,6 +59,22 @@ pub(super) fn all(conn: &Connection) -> Result<Vec<Agent>, StoreError> {
     Ok(agents)
 }
 
+/// Agents by hostname, after the host `after`.
+pub(super) fn page(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Agent>, StoreError> {
+    let agents = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM agents WHERE ?1 IS NULL OR hostname > ?1
+             ORDER BY hostname LIMIT ?2"
+        ))?
+        .query_map(params![after, limit], from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(agents)
+}
+
 /// The id of the agent that has `hostname` now (it has a token), if any.
 pub(super) fn holder_of(conn: &Connection, hostname: &str) -> Result<Option<String>, StoreError> {
     let id = conn

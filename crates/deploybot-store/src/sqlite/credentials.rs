@@ -53,12 +53,19 @@ pub(super) fn create(conn: &Connection, token: &NewToken) -> Result<TokenInfo, S
     Ok(info)
 }
 
-pub(super) fn all(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
+/// Tokens in the order they were made, after the token `after`.
+pub(super) fn page(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TokenInfo>, StoreError> {
     let tokens = conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM tokens ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM tokens
+             WHERE ?1 IS NULL OR (created_at, id) > (SELECT created_at, id FROM tokens WHERE id = ?1)
+             ORDER BY created_at, id LIMIT ?2"
         ))?
-        .query_map([], from_row)?
+        .query_map(params![after, limit], from_row)?
         .collect::<Result<_, _>>()?;
     Ok(tokens)
 }

@@ -105,12 +105,18 @@ pub(super) fn ingest(
     })
 }
 
-pub(super) fn recent(conn: &Connection, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+pub(super) fn recent(
+    conn: &Connection,
+    limit: u32,
+    before: Option<&str>,
+) -> Result<Vec<Delivery>, StoreError> {
     let deliveries = conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM deliveries ORDER BY seq DESC LIMIT ?1"
+            "SELECT {COLUMNS} FROM deliveries
+             WHERE ?2 IS NULL OR seq < (SELECT seq FROM deliveries WHERE delivery_id = ?2)
+             ORDER BY seq DESC LIMIT ?1"
         ))?
-        .query_map([limit], from_row)?
+        .query_map(rusqlite::params![limit, before], from_row)?
         .collect::<Result<_, _>>()?;
     Ok(deliveries)
 }

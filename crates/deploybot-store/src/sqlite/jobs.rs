@@ -190,6 +190,10 @@ pub(super) fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>, St
         clauses.push("app = ?");
         values.push(app);
     }
+    if let Some(before) = &filter.before {
+        clauses.push("seq < (SELECT seq FROM jobs WHERE id = ?)");
+        values.push(before);
+    }
     let mut sql = format!("SELECT {COLUMNS} FROM jobs");
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, ToSql, params};
 use super::leases::check_holder;
 use super::{from_ms, to_ms};
 use crate::holder::{Held, Holder};
-use crate::{AppendedLogs, LogFilter, StoreError};
+use crate::{AppendedLogs, LogFilter, StoreError, output_cap};
 
 /// SQLite integers are signed; line numbers past i64::MAX cannot occur in practice.
 fn saturating_i64(value: u64) -> i64 {
@@ -39,6 +39,7 @@ pub(super) fn append(
     agent_id: Option<&str>,
     lease: Option<i64>,
     lines: &[LogLine],
+    max_bytes: u64,
 ) -> Result<AppendedLogs, StoreError> {
     let Held { status, host, app } = check_holder(conn, job_id, &Holder { agent_id, lease })?;
     if status != JobStatus::Running {
@@ -46,12 +47,35 @@ pub(super) fn append(
             "job {job_id} is {status}; logs are accepted only while it runs"
         )));
     }
+    let (stored, cut_at): (i64, Option<i64>) = conn
+        .prepare_cached("SELECT log_bytes, log_cut_at FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    // A line repeated within one upload is a duplicate.
+    let mut seen = std::collections::HashSet::with_capacity(lines.len());
+    let mut appended = AppendedLogs::default();
+    let fresh: Vec<&LogLine> = lines
+        .iter()
+        .filter(|line| {
+            let first = seen.insert(line.line);
+            if !first {
+                appended.duplicates += 1;
+            }
+            first
+        })
+        .collect();
+    let fit = output_cap::fit(
+        &fresh,
+        stored.unsigned_abs(),
+        cut_at.map(i64::unsigned_abs),
+        max_bytes,
+    );
+    appended.dropped = fit.dropped;
     let mut insert = conn.prepare_cached(
         "INSERT INTO job_logs (job_id, line, stream, at, text) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (job_id, line) DO NOTHING",
     )?;
-    let mut appended = AppendedLogs::default();
-    for line in lines {
+    let mut added = 0u64;
+    for line in fit.lines.into_iter().chain(fit.marker.as_ref()) {
         let inserted = insert.execute(params![
             job_id,
             saturating_i64(line.line),
@@ -63,6 +87,7 @@ pub(super) fn append(
             appended.duplicates += 1;
             continue;
         }
+        added += line.text.len() as u64;
         appended.entries.push(LogEntry {
             id: conn.last_insert_rowid(),
             job_id: job_id.to_owned(),
@@ -74,6 +99,16 @@ pub(super) fn append(
             at: from_ms(to_ms(line.at)),
             text: line.text.clone(),
         });
+    }
+    if added > 0 || fit.cut_at != cut_at.map(i64::unsigned_abs) {
+        conn.prepare_cached(
+            "UPDATE jobs SET log_bytes = log_bytes + ?2, log_cut_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![
+            job_id,
+            saturating_i64(added),
+            fit.cut_at.map(saturating_i64)
+        ])?;
     }
     Ok(appended)
 }

@@ -189,8 +189,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        self.readers.read(credentials::all).await
+    async fn tokens(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<TokenInfo>, StoreError> {
+        self.readers
+            .read(move |conn| credentials::page(conn, after.as_deref(), limit))
+            .await
     }
 
     async fn token_by_hash(&self, hash: String) -> Result<Option<TokenInfo>, StoreError> {
@@ -223,6 +229,16 @@ impl Store for SqliteStore {
 
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         self.readers.read(agents::all).await
+    }
+
+    async fn agents_page(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError> {
+        self.readers
+            .read(move |conn| agents::page(conn, after.as_deref(), limit))
+            .await
     }
 
     async fn agent(&self, agent_id: String) -> Result<Option<Agent>, StoreError> {
@@ -290,9 +306,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn deliveries(&self, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+    async fn deliveries(
+        &self,
+        limit: u32,
+        before: Option<String>,
+    ) -> Result<Vec<Delivery>, StoreError> {
         self.readers
-            .read(move |conn| deliveries::recent(conn, limit))
+            .read(move |conn| deliveries::recent(conn, limit, before.as_deref()))
             .await
     }
 
@@ -359,11 +379,14 @@ impl Store for SqliteStore {
         agent_id: Option<String>,
         lease: Option<i64>,
         lines: Vec<LogLine>,
+        max_bytes: u64,
     ) -> Result<AppendedLogs, StoreError> {
         let feed = self.log_feed.clone();
         self.writer
             .write_then(
-                move |conn| logs::append(conn, &job_id, agent_id.as_deref(), lease, &lines),
+                move |conn| {
+                    logs::append(conn, &job_id, agent_id.as_deref(), lease, &lines, max_bytes)
+                },
                 move |appended: &AppendedLogs| {
                     if !appended.entries.is_empty() {
                         // No receiver is fine: nobody is watching.

@@ -89,7 +89,7 @@ mod tests {
             ),
             (
                 4,
-                "bb67951e0652fb0d83aff3e667af5057482a0ff2e53bf20ef0424f4c0cdc71d7",
+                "af0081d6df491c16cb4015b236c6f24dd45bbfe4024a6a7d1366ffddb8fb96fd",
             ),
         ];
         // A new migration needs its checksum pinned here too.

@@ -24,7 +24,7 @@ async fn log_appends_are_idempotent_and_need_the_lease(t: TestStore) {
         .unwrap();
     let early = t
         .store
-        .append_logs("j".into(), None, None, lines(1, 1))
+        .append_logs("j".into(), None, None, lines(1, 1), u64::MAX)
         .await;
     assert!(matches!(early, Err(StoreError::Conflict(_))), "{early:?}");
 
@@ -38,20 +38,33 @@ async fn log_appends_are_idempotent_and_need_the_lease(t: TestStore) {
             Some("a1".into()),
             running.lease.map(|l| l + 1),
             lines(1, 1),
+            u64::MAX,
         )
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
 
     let first = t
         .store
-        .append_logs("j".into(), Some("a1".into()), running.lease, lines(1, 3))
+        .append_logs(
+            "j".into(),
+            Some("a1".into()),
+            running.lease,
+            lines(1, 3),
+            u64::MAX,
+        )
         .await
         .unwrap();
     assert_eq!((first.entries.len(), first.duplicates), (3, 0));
     assert_eq!(first.entries[0].host, "h1");
     let again = t
         .store
-        .append_logs("j".into(), Some("a1".into()), running.lease, lines(3, 4))
+        .append_logs(
+            "j".into(),
+            Some("a1".into()),
+            running.lease,
+            lines(3, 4),
+            u64::MAX,
+        )
         .await
         .unwrap();
     assert_eq!((again.entries.len(), again.duplicates), (1, 1));
@@ -95,7 +108,7 @@ async fn pruning_keeps_the_newest_jobs_and_recent_ones(t: TestStore) {
         let running = claimed_id(claim(&*t.store, "a1", "h1").await);
         let lease = t.store.job(running.clone()).await.unwrap().unwrap().lease;
         t.store
-            .append_logs(running.clone(), None, lease, lines(1, 3))
+            .append_logs(running.clone(), None, lease, lines(1, 3), u64::MAX)
             .await
             .unwrap();
         t.store
@@ -149,7 +162,13 @@ async fn log_lines_reach_the_feed_in_id_order(t: TestStore) {
     };
     for batch in [lines(1, 2), lines(3, 5), lines(5, 6)] {
         t.store
-            .append_logs("j".into(), Some("a1".into()), running.lease, batch)
+            .append_logs(
+                "j".into(),
+                Some("a1".into()),
+                running.lease,
+                batch,
+                u64::MAX,
+            )
             .await
             .unwrap();
     }
@@ -181,7 +200,7 @@ async fn nul_characters_never_fail_a_write_or_a_lookup(t: TestStore) {
     line[0].text = "binary\0output".into();
     let appended = t
         .store
-        .append_logs("j".into(), None, None, line)
+        .append_logs("j".into(), None, None, line, u64::MAX)
         .await
         .unwrap();
     assert_eq!(appended.entries.len(), 1);
@@ -211,7 +230,48 @@ async fn nul_characters_never_fail_a_write_or_a_lookup(t: TestStore) {
     ));
 }
 
+async fn a_jobs_output_stops_at_its_cap_with_a_marker_line(t: TestStore) {
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, "a1", "h1").await);
+    // "line N" is 6 bytes: two fit in 14.
+    let first = t
+        .store
+        .append_logs("j".into(), None, None, lines(1, 4), 14)
+        .await
+        .unwrap();
+    assert_eq!(first.dropped, 2);
+    let stored: Vec<(u64, String)> = first
+        .entries
+        .iter()
+        .map(|e| (e.line, e.text.clone()))
+        .collect();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(
+        &stored[..2],
+        &[(1, "line 1".to_owned()), (2, "line 2".to_owned())]
+    );
+    assert_eq!(stored[2].0, 3);
+    assert!(
+        stored[2].1.contains("the rest was not stored"),
+        "{}",
+        stored[2].1
+    );
+    // Later lines are dropped; the job's log ends with the marker.
+    let later = t
+        .store
+        .append_logs("j".into(), None, None, lines(5, 6), 14)
+        .await
+        .unwrap();
+    assert_eq!((later.entries.len(), later.dropped), (0, 2));
+    let log = t.store.job_logs("j".into(), 0, 100).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.line).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
 conformance!(
+    a_jobs_output_stops_at_its_cap_with_a_marker_line,
     log_appends_are_idempotent_and_need_the_lease,
     pruning_keeps_the_newest_jobs_and_recent_ones,
     log_lines_reach_the_feed_in_id_order,

@@ -87,7 +87,26 @@ fn token_state(token: &TokenInfo, now: deploybot_wire::Timestamp) -> (String, Pa
 }
 
 pub async fn list_tokens(ctx: &Ctx) -> Result<()> {
-    let answer: TokensResponse = ctx.client.get(&["v1", "tokens"], &[]).await?;
+    // Every page, in the order they were made.
+    let mut answer = TokensResponse {
+        tokens: Vec::new(),
+        next_after: None,
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let page: TokensResponse = ctx
+            .client
+            .get(
+                &["v1", "tokens"],
+                &[("limit", Some("1000".to_owned())), ("after", after)],
+            )
+            .await?;
+        answer.tokens.extend(page.tokens);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
     if ctx.json {
         output::print_json(&answer);
         return Ok(());

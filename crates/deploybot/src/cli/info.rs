@@ -103,7 +103,25 @@ fn uptime(up: std::time::Duration) -> String {
 }
 
 pub async fn hosts(ctx: &Ctx) -> Result<()> {
-    let answer: HostsResponse = ctx.client.get(&["v1", "hosts"], &[]).await?;
+    let mut answer = HostsResponse {
+        hosts: Vec::new(),
+        next_after: None,
+    };
+    let mut after: Option<String> = None;
+    loop {
+        let page: HostsResponse = ctx
+            .client
+            .get(
+                &["v1", "hosts"],
+                &[("limit", Some("1000".to_owned())), ("after", after)],
+            )
+            .await?;
+        answer.hosts.extend(page.hosts);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
     if ctx.json {
         output::print_json(&answer);
         return Ok(());
@@ -149,7 +167,22 @@ pub async fn hosts(ctx: &Ctx) -> Result<()> {
 }
 
 pub async fn agents(ctx: &Ctx) -> Result<()> {
-    let agents: Vec<Agent> = ctx.client.get(&["v1", "agents"], &[]).await?;
+    let mut agents: Vec<Agent> = Vec::new();
+    loop {
+        let after = agents.last().map(|agent| agent.hostname.clone());
+        let page: Vec<Agent> = ctx
+            .client
+            .get(
+                &["v1", "agents"],
+                &[("limit", Some("1000".to_owned())), ("after", after)],
+            )
+            .await?;
+        let full = page.len() == 1000;
+        agents.extend(page);
+        if !full {
+            break;
+        }
+    }
     if ctx.json {
         output::print_json(&agents);
         return Ok(());

@@ -5,5 +5,7 @@
 -- may register that host even while it has an agent; NULL: any new host.
 ALTER TABLE tokens ADD COLUMN hostname TEXT;
 
--- The bytes of output stored for the job so far.
+-- The bytes of output stored for the job so far, and, once they reached
+-- the cap, the first line number not stored (a marker line holds it).
 ALTER TABLE jobs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN log_cut_at INTEGER;
