@@ -135,7 +135,7 @@ async fn register(
 ) -> Result<Identity, CallError> {
     let request = RegisterAgentRequest {
         hostname: config.hostname.clone(),
-        capabilities: config.capabilities.clone(),
+        capabilities: config.capabilities.clone().into(),
     };
     let mut registered = None;
     if let Some(own) = own {

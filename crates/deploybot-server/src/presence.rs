@@ -212,7 +212,7 @@ mod tests {
         Agent {
             id: "a1".into(),
             hostname: "web-01".into(),
-            capabilities: Vec::new(),
+            capabilities: Default::default(),
             status,
             registered_at: now_ms() - time::Duration::minutes(5),
             last_heartbeat,

@@ -282,7 +282,7 @@ pub struct NewRegistration {
     /// The id a host gets the first time it registers.
     pub new_id: String,
     pub hostname: String,
-    pub capabilities: Vec<String>,
+    pub capabilities: deploybot_wire::Capabilities,
     /// Hash of the agent's new token; replaces the previous one.
     pub token_hash: String,
     /// A single-use enrollment token to mark used in the same transaction.

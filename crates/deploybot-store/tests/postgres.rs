@@ -338,7 +338,7 @@ async fn a_write_cut_off_by_a_lost_connection_leaves_nothing_behind() {
     let registration = NewRegistration {
         new_id: "id-1".into(),
         hostname: "h1".into(),
-        capabilities: Vec::new(),
+        capabilities: Default::default(),
         token_hash: "agent-token-1".into(),
         use_enrollment_token: None,
         may_replace: true,
@@ -633,7 +633,7 @@ async fn a_single_use_enrollment_token_registers_once_across_instances() {
                     .register_agent(NewRegistration {
                         new_id: format!("id-{i}"),
                         hostname: format!("h{i}"),
-                        capabilities: Vec::new(),
+                        capabilities: Default::default(),
                         token_hash: format!("agent-token-{i}"),
                         use_enrollment_token: Some("tok_e".into()),
                         may_replace: false,

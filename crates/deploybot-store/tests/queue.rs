@@ -307,7 +307,7 @@ fn registration(id: &str, host: &str, capabilities: Vec<String>) -> NewRegistrat
     NewRegistration {
         new_id: id.into(),
         hostname: host.into(),
-        capabilities,
+        capabilities: capabilities.into(),
         token_hash: format!("hash-of-{id}"),
         use_enrollment_token: None,
         may_replace: true,

@@ -39,12 +39,93 @@ impl AgentStatus {
     }
 }
 
+/// What an agent says it can do, kept as it sent it: a list of names
+/// (`["docker", "linux"]`), or facts by name (`{"platform": "linux",
+/// "python_version": "3.11"}`, as the seed's example agent sends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Capabilities {
+    Names(Vec<String>),
+    #[schema(value_type = Object)]
+    Facts(BTreeMap<String, serde_json::Value>),
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities::Names(Vec::new())
+    }
+}
+
+/// At most this many capabilities, each name (and fact) this long.
+pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_CAPABILITY_LEN: usize = 128;
+
+impl Capabilities {
+    /// Why these cannot be kept, if they cannot: too many, names empty or
+    /// too long or with control characters, facts that are not a string,
+    /// number or boolean of at most [`MAX_CAPABILITY_LEN`] characters.
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name.len() <= MAX_CAPABILITY_LEN
+                && !name.chars().any(char::is_control)
+        };
+        let ok = match self {
+            Capabilities::Names(names) => {
+                names.len() <= MAX_CAPABILITIES && names.iter().all(|name| name_ok(name))
+            }
+            Capabilities::Facts(facts) => {
+                facts.len() <= MAX_CAPABILITIES
+                    && facts.iter().all(|(name, value)| {
+                        name_ok(name)
+                            && match value {
+                                serde_json::Value::String(text) => {
+                                    text.len() <= MAX_CAPABILITY_LEN
+                                        && !text.chars().any(char::is_control)
+                                }
+                                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => true,
+                                _ => false,
+                            }
+                    })
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "capabilities must be a list of at most {MAX_CAPABILITIES} names, or an object of at most {MAX_CAPABILITIES} names to strings, numbers or booleans; names and strings 1-{MAX_CAPABILITY_LEN} printable characters"
+            ))
+        }
+    }
+
+    /// One line for people: `docker, linux` or `platform=linux, python=3.11`.
+    pub fn describe(&self) -> String {
+        match self {
+            Capabilities::Names(names) => names.join(", "),
+            Capabilities::Facts(facts) => facts
+                .iter()
+                .map(|(name, value)| match value {
+                    serde_json::Value::String(text) => format!("{name}={text}"),
+                    other => format!("{name}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+impl From<Vec<String>> for Capabilities {
+    fn from(names: Vec<String>) -> Self {
+        Capabilities::Names(names)
+    }
+}
+
 /// A registered agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Agent {
     pub id: String,
     pub hostname: String,
-    pub capabilities: Vec<String>,
+    pub capabilities: Capabilities,
     pub status: AgentStatus,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -71,7 +152,7 @@ pub struct RegisteredAgent {
 pub struct RegisterAgentRequest {
     pub hostname: String,
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Capabilities,
 }
 
 /// Body of `POST /v1/agents/{id}/heartbeat`.

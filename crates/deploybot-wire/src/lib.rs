@@ -21,7 +21,7 @@ pub mod signature;
 mod webhook;
 
 pub use agent::{
-    Agent, AgentStatus, HeartbeatRequest, HeartbeatResponse, HostInfo, HostsResponse,
+    Agent, AgentStatus, Capabilities, HeartbeatRequest, HeartbeatResponse, HostInfo, HostsResponse,
     RegisterAgentRequest, RegisteredAgent,
 };
 pub use apps::{AppInfo, AppsResponse, ExplainResponse, ExplainSkipped, ExplainTarget};

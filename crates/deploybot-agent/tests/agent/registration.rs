@@ -17,7 +17,10 @@ async fn registers_and_writes_its_identity_owner_only() {
         .await;
     assert_eq!(record.registrations.len(), 1);
     assert_eq!(record.registrations[0].hostname, "web-01");
-    assert_eq!(record.registrations[0].capabilities, ["sh"]);
+    assert_eq!(
+        record.registrations[0].capabilities,
+        deploybot_wire::Capabilities::Names(vec!["sh".into()])
+    );
     assert_eq!(record.heartbeats[0].agent, "agent-web-01");
 
     let path = agent.state_dir.join("agent.json");

@@ -18,9 +18,6 @@ use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::queue::Actor;
 use crate::state::AppState;
 
-const MAX_CAPABILITIES: usize = 64;
-const MAX_CAPABILITY_LEN: usize = 128;
-
 /// Register an agent for a host (enrollment token, or the agent's own token).
 ///
 /// The same hostname always gets the same agent id. The answer carries the
@@ -51,15 +48,7 @@ pub async fn register(
 ) -> Result<Json<RegisteredAgent>, ApiError> {
     names::check_hostname(&request.hostname).map_err(ApiError::invalid)?;
     let may_replace = caller.may_register(&request.hostname)?;
-    if request.capabilities.len() > MAX_CAPABILITIES
-        || request.capabilities.iter().any(|c| {
-            c.is_empty() || c.len() > MAX_CAPABILITY_LEN || c.chars().any(char::is_control)
-        })
-    {
-        return Err(ApiError::invalid(format!(
-            "capabilities must be at most {MAX_CAPABILITIES} names of 1-{MAX_CAPABILITY_LEN} printable characters"
-        )));
-    }
+    request.capabilities.check().map_err(ApiError::invalid)?;
     let token = auth::new_token(auth::AGENT_PREFIX);
     let single_use = match &caller {
         Caller::Token(info) if info.single_use => Some(info.id.clone()),

@@ -16,7 +16,10 @@ async fn registering_answers_with_an_agent_id() {
 
     assert!(!agent.id.is_empty());
     assert_eq!(agent.hostname, "web-01");
-    assert_eq!(agent.capabilities, ["docker"]);
+    assert_eq!(
+        agent.capabilities,
+        deploybot_wire::Capabilities::Names(vec!["docker".into()])
+    );
     let listed: Vec<Agent> = ok_json(app.get("/v1/agents").await).await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, agent.id);

@@ -18,6 +18,7 @@ mod paging;
 mod probes;
 mod protocol;
 mod restart;
+mod seed_clients;
 mod status;
 mod webhook_properties;
 mod webhook_requests;

@@ -19,7 +19,7 @@ async fn agents_keep_their_id_across_registrations(t: TestStore) {
         .unwrap();
     assert_eq!(first.agent.id, "id-1");
     assert_eq!(again.agent.id, "id-1");
-    assert!(again.agent.capabilities.is_empty());
+    assert_eq!(again.agent.capabilities, Default::default());
     assert_eq!(t.store.agents().await.unwrap().len(), 1);
 }
 

@@ -203,7 +203,7 @@ pub async fn agents(ctx: &Ctx) -> Result<()> {
             Cell::painted(agent.status.as_str(), Paint::of_agent(agent.status)),
             Cell::new(output::ago_or_dash(agent.last_heartbeat, now)),
             Cell::new(output::ago(agent.registered_at, now)),
-            Cell::new(agent.capabilities.join(", ")),
+            Cell::new(agent.capabilities.describe()),
         ]);
     }
     table.print("no agents registered");
