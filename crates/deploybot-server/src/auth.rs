@@ -234,13 +234,20 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(insecure: bool, admin: Option<&Secret>, enrollment: Option<&Secret>) -> Self {
+    /// `failures_allowed`: wrong tokens an address may present per minute
+    /// before it is answered 429 (0: no limit).
+    pub fn new(
+        insecure: bool,
+        admin: Option<&Secret>,
+        enrollment: Option<&Secret>,
+        failures_allowed: u32,
+    ) -> Self {
         Auth {
             insecure,
             admin: admin.map(|s| digest(s.expose())),
             enrollment: enrollment.map(|s| digest(s.expose())),
             cache: Mutex::new(HashMap::new()),
-            failures: Mutex::new(FailureTable::default()),
+            failures: Mutex::new(FailureTable::new(failures_allowed)),
         }
     }
 
@@ -490,6 +497,64 @@ impl FromRequestParts<AppState> for Caller {
             .await
     }
 }
+
+/// Callers whose right is checked as the request's head is read, before its
+/// body: a caller without the right gets 403 whatever the body holds.
+macro_rules! caller_with_right {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub Caller);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, ApiError> {
+                let caller = Caller::from_request_parts(parts, state).await?;
+                let check: fn(&Caller) -> Result<(), ApiError> = $check;
+                check(&caller)?;
+                Ok($name(caller))
+            }
+        }
+    };
+}
+
+caller_with_right!(
+    /// May deploy at least one app (which one is checked with the body).
+    Deployer,
+    |caller| {
+        if caller.may_deploy_some_app() {
+            Ok(())
+        } else {
+            caller.require_deploy("")
+        }
+    }
+);
+caller_with_right!(
+    /// An admin.
+    Admin,
+    Caller::require_admin
+);
+caller_with_right!(
+    /// May register agents: an enrollment token, or an agent's own token
+    /// (which host, with the body).
+    Enroller,
+    |caller| match caller {
+        Caller::Open | Caller::ConfiguredEnrollment | Caller::Agent { .. } => Ok(()),
+        Caller::Token(token) if token.role == TokenRole::Enroll => Ok(()),
+        other => Err(ApiError::forbidden(format!(
+            "{} cannot register agents; that needs an enrollment token (or the agent's own token)",
+            other.describe()
+        ))),
+    }
+);
+caller_with_right!(
+    /// An agent, by its own token (or anyone in open mode).
+    AgentCaller,
+    |caller| caller.require_agent().map(drop)
+);
 
 /// The caller's address, for the audit log.
 pub struct Address(pub Option<String>);

@@ -1,6 +1,6 @@
 //! Counting wrong tokens per client address, in a table of fixed size.
 //!
-//! An address that presents more than [`ALLOWED`] wrong tokens in a
+//! An address that presents more than its allowance of wrong tokens in a
 //! [`WINDOW`] is refused (429) until the window ends. The table never grows
 //! and every update looks at a handful of slots: an address's slots are
 //! chosen by a hash keyed at random per process (so nobody can aim at
@@ -12,8 +12,6 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Wrong tokens an address may present per window.
-pub const ALLOWED: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at once (about 40 bytes each).
 const SLOTS: usize = 8192;
@@ -33,18 +31,19 @@ struct Entry {
 pub struct FailureTable {
     slots: Box<[Option<Entry>]>,
     hasher: std::hash::RandomState,
-}
-
-impl Default for FailureTable {
-    fn default() -> Self {
-        FailureTable {
-            slots: vec![None; SLOTS].into_boxed_slice(),
-            hasher: std::hash::RandomState::new(),
-        }
-    }
+    /// Wrong tokens an address may present per window; 0: no limit.
+    allowed: u32,
 }
 
 impl FailureTable {
+    pub fn new(allowed: u32) -> Self {
+        FailureTable {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+            hasher: std::hash::RandomState::new(),
+            allowed,
+        }
+    }
+
     fn neighbourhood(&self, address: IpAddr) -> impl Iterator<Item = usize> {
         let start = self.hasher.hash_one(address) as usize % SLOTS;
         (0..PROBES).map(move |i| (start + i) % SLOTS)
@@ -86,9 +85,12 @@ impl FailureTable {
 
     /// `Some(seconds to wait)` when `address` has used up its wrong tokens.
     pub fn throttled(&self, address: IpAddr, now: Instant) -> Option<u64> {
+        if self.allowed == 0 {
+            return None;
+        }
         let entry = self.slots[self.find(address)?]?;
         let elapsed = now.duration_since(entry.since);
-        (entry.count > ALLOWED && elapsed < WINDOW)
+        (entry.count > self.allowed && elapsed < WINDOW)
             .then(|| WINDOW.saturating_sub(elapsed).as_secs() + 1)
     }
 
@@ -102,13 +104,25 @@ impl FailureTable {
 mod tests {
     use super::*;
 
+    const ALLOWED: u32 = 20;
+
     fn address(n: u32) -> IpAddr {
         IpAddr::from(n.to_be_bytes())
     }
 
     #[test]
+    fn an_allowance_of_zero_never_throttles() {
+        let mut table = FailureTable::new(0);
+        let now = Instant::now();
+        for _ in 0..1000 {
+            table.failed(address(7), now);
+        }
+        assert_eq!(table.throttled(address(7), now), None);
+    }
+
+    #[test]
     fn an_address_is_throttled_past_its_allowance_until_the_window_ends() {
-        let mut table = FailureTable::default();
+        let mut table = FailureTable::new(ALLOWED);
         let start = Instant::now();
         let a = address(7);
         for _ in 0..ALLOWED {
@@ -126,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_table_never_grows_and_an_active_attacker_stays_throttled() {
-        let mut table = FailureTable::default();
+        let mut table = FailureTable::new(ALLOWED);
         let start = Instant::now();
         let attacker = address(1);
         for _ in 0..=ALLOWED {

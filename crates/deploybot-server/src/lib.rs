@@ -15,6 +15,11 @@
 //!   (dispatch hints, live events, metrics, audit), also other instances'.
 //! - `maintenance`: saving heartbeats, expiring leases, pruning logs.
 //! - `error`: the one error type and the extractors that use it.
+//! - `body`: the memory budget all request bodies share; `unread_body`:
+//!   `Connection: close` on answers given before a body was read.
+//! - `auth`, `failures`: tokens and roles; the per-address limit on wrong
+//!   tokens.
+//! - `openapi/`: the document's shared answers, links and SSE events.
 //! - `request_id`, `trace`: every request's id and span; W3C trace context
 //!   in (`traceparent` headers) and out (jobs' `traceparent`).
 //!
@@ -44,6 +49,7 @@ pub mod settings;
 mod state;
 mod tls;
 mod trace;
+mod unread_body;
 mod webhook;
 
 use std::future::Future;
@@ -193,6 +199,7 @@ impl Controller {
             settings.insecure_no_auth,
             settings.admin_token.as_ref(),
             settings.enrollment_token.as_ref(),
+            settings.auth_failures_per_minute,
         ));
         let bootstrap_admin_token = if settings.insecure_no_auth {
             tracing::warn!(

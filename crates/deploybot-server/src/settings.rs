@@ -133,6 +133,12 @@ pub struct SettingsLayer {
     #[arg(long, env = "DEPLOYBOT_BODY_MEMORY_MIB", value_name = "MIB")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_memory_mib: Option<u32>,
+    /// Wrong tokens a client address may present per minute before it is
+    /// answered 429 until the minute is over; 0 turns the limit off
+    /// [default: 20].
+    #[arg(long, env = "DEPLOYBOT_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// The variables each secret setting is read from, first set wins. The
@@ -252,6 +258,8 @@ pub struct Settings {
     /// Bytes of a job's output stored at most; a marker line says where
     /// the rest was cut.
     pub max_job_output: u64,
+    /// Wrong tokens an address may present per minute (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -267,6 +275,7 @@ pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
 pub const DEFAULT_BODY_MEMORY_MIB: u32 = 128;
 pub const DEFAULT_MAX_JOB_OUTPUT_MIB: u32 = 50;
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 20;
 /// The largest body a route takes (a webhook), so that one always fits.
 const MIN_BODY_MEMORY_MIB: u32 = 25;
 
@@ -371,6 +380,9 @@ impl Settings {
                     .max(1),
             ) * 1024
                 * 1024,
+            auth_failures_per_minute: layer
+                .auth_failures_per_minute
+                .unwrap_or(DEFAULT_AUTH_FAILURES_PER_MINUTE),
             body_memory: match layer.body_memory_mib.unwrap_or(DEFAULT_BODY_MEMORY_MIB) {
                 mib if mib >= MIN_BODY_MEMORY_MIB => mib as usize * 1024 * 1024,
                 mib => {
@@ -489,6 +501,12 @@ max_job_output_mib = {DEFAULT_MAX_JOB_OUTPUT_MIB}
 # 25 MiB, GitHub's cap); a body that needs more is answered 503 with Retry-After.
 #   env: DEPLOYBOT_BODY_MEMORY_MIB   flag: --body-memory-mib
 body_memory_mib = {DEFAULT_BODY_MEMORY_MIB}
+
+# Wrong tokens one client address may present per minute; past that it is
+# answered 429 with Retry-After until the minute is over (valid tokens from it
+# still work). Raise it when many clients share one address; 0 turns it off.
+#   env: DEPLOYBOT_AUTH_FAILURES_PER_MINUTE   flag: --auth-failures-per-minute
+auth_failures_per_minute = {DEFAULT_AUTH_FAILURES_PER_MINUTE}
 "#
     )
 }

@@ -150,6 +150,10 @@ pub struct RegisteredAgent {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgentRequest {
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$",
+        max_length = 253
+    )]
     pub hostname: String,
     #[serde(default)]
     pub capabilities: Capabilities,

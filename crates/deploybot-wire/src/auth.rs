@@ -47,13 +47,15 @@ impl TokenRole {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Who or what the token is for, e.g. `ci-web` (1-64 printable characters).
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     pub role: TokenRole,
     /// `deploy` only: the apps it may deploy, cancel and retry. Absent: all.
     #[serde(default)]
     pub apps: Option<Vec<String>>,
-    /// Seconds until the token stops working. Absent: never.
+    /// Seconds until the token stops working (at most ten years). Absent: never.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub expires_in: Option<u64>,
     /// `enroll` only: the token works for one registration.
     #[serde(default)]
@@ -62,6 +64,10 @@ pub struct CreateTokenRequest {
     /// while the host has an agent (which it replaces). Without it, an
     /// enrollment token registers only hosts that have no agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$",
+        max_length = 253
+    )]
     pub hostname: Option<String>,
 }
 

@@ -206,18 +206,28 @@ pub struct Job {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobRequest {
+    /// `owner/name`.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")]
     pub repo: String,
+    /// A branch (`main`), a full ref (`refs/tags/v1.2`).
     #[serde(rename = "ref")]
+    #[schema(pattern = "^[^\\x00-\\x20\\x7f-\\x9f~^:?*\\[\\\\]{1,255}$")]
     pub git_ref: String,
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$",
+        max_length = 253
+    )]
     pub host: String,
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// Pin the commit; otherwise the agent deploys whatever the ref points at.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-fA-F]{7,64}$")]
     pub sha: Option<String>,
     /// The app to deploy, needed only when several apps pair this repo with this host.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub app: Option<String>,
 }
 
@@ -236,6 +246,7 @@ pub struct JobResponse {
 #[serde(deny_unknown_fields)]
 pub struct UpdateJobStatusRequest {
     /// `running` (acknowledgement), `success`, `failed` or `cancelled`.
+    #[schema(schema_with = reported_status)]
     pub status: JobStatus,
     #[serde(default)]
     pub error: Option<String>,
@@ -247,6 +258,14 @@ pub struct UpdateJobStatusRequest {
     /// The job's lease, as handed out. When given, it must be the current one.
     #[serde(default)]
     pub lease: Option<i64>,
+}
+
+/// The statuses an agent may report: [`JobStatus`] but `queued` and `lost`.
+fn reported_status() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["running", "success", "failed", "cancelled"]))
+        .build()
 }
 
 /// Answer of `PUT /v1/jobs/{id}/status`.

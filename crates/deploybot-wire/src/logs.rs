@@ -34,11 +34,14 @@ impl LogStream {
 pub struct LogLine {
     /// Position in the job's output, counting from 1 without gaps. A line
     /// uploaded twice (a retried batch) is stored once.
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub line: u64,
     pub stream: LogStream,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
+    /// At most 64 KiB.
+    #[schema(max_length = 65536)]
     pub text: String,
 }
 
@@ -52,6 +55,8 @@ pub struct AppendLogsRequest {
     /// The uploading agent; must be the one running the job.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// At most 10,000 per upload.
+    #[schema(max_items = 10000)]
     pub lines: Vec<LogLine>,
 }
 

@@ -1,5 +1,25 @@
 //! Syntax rules for the names that cross the API: repositories, hosts, apps,
 //! git refs and commit SHAs. Each check returns a sentence a person can act on.
+//!
+//! The patterns below say the same in the OpenAPI document (ECMA regexes,
+//! without look-around): a name the pattern allows passes its check, except
+//! where a note says the check is stricter.
+
+/// [`check_repo`], but for `.` and `..` as names, which the check refuses.
+pub const REPO_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$";
+/// [`check_hostname`] (and at most 253 characters).
+pub const HOST_PATTERN: &str =
+    "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$";
+pub const HOST_MAX: usize = 253;
+/// [`check_app_name`].
+pub const APP_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// [`check_sha`].
+pub const SHA_PATTERN: &str = "^[0-9a-fA-F]{7,64}$";
+/// [`check_ref`]'s forbidden characters (at most 255 of the others); the
+/// check also refuses `..`, `@{`, `//`, a leading or trailing `/`, a
+/// trailing `.`, `@` alone, and components starting with `.` or ending
+/// with `.lock`.
+pub const REF_PATTERN: &str = "^[^\\x00-\\x20\\x7f-\\x9f~^:?*\\[\\\\]{1,255}$";
 
 /// `owner/name`, as GitHub allows them.
 pub fn check_repo(repo: &str) -> Result<(), String> {
@@ -174,5 +194,20 @@ mod tests {
         assert!(check_sha(&"f".repeat(40)).is_ok());
         assert!(check_sha("abc").is_err());
         assert!(check_sha("xyz1234").is_err());
+    }
+
+    /// The request schemas publish the same patterns the checks are
+    /// documented by (utoipa takes only literals, so they are written twice).
+    #[test]
+    fn request_schemas_publish_these_patterns() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(crate::CreateJobRequest::schema()).unwrap();
+        let pattern = |field: &str| schema["properties"][field]["pattern"].clone();
+        assert_eq!(pattern("repo"), REPO_PATTERN);
+        assert_eq!(pattern("ref"), REF_PATTERN);
+        assert_eq!(pattern("host"), HOST_PATTERN);
+        assert_eq!(pattern("sha"), SHA_PATTERN);
+        assert_eq!(pattern("app"), APP_PATTERN);
+        assert_eq!(schema["properties"]["host"]["maxLength"], HOST_MAX);
     }
 }

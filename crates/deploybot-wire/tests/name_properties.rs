@@ -1,7 +1,10 @@
 //! Property tests of the name checks in `deploybot_wire::names`: they never
 //! panic, and whatever they accept has the shape their docs promise.
 
-use deploybot_wire::names::{check_app_name, check_hostname, check_ref, check_repo, check_sha};
+use deploybot_wire::names::{
+    APP_PATTERN, HOST_MAX, HOST_PATTERN, REPO_PATTERN, SHA_PATTERN, check_app_name, check_hostname,
+    check_ref, check_repo, check_sha,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
@@ -207,5 +210,34 @@ proptest! {
     #[test]
     fn every_hex_sha_is_accepted(s in "[0-9a-fA-F]{7,64}") {
         prop_assert!(check_sha(&s).is_ok(), "{:?}", s);
+    }
+}
+
+/// A published pattern without its anchors, which proptest cannot generate from.
+fn matching(pattern: &str) -> proptest::string::RegexGeneratorStrategy<String> {
+    let inner = pattern.strip_prefix('^').and_then(|p| p.strip_suffix('$'));
+    proptest::string::string_regex(inner.unwrap()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// What a client builds from the patterns in the OpenAPI document is accepted.
+    #[test]
+    fn names_matching_the_published_patterns_pass_their_checks(
+        repo in matching(REPO_PATTERN),
+        host in matching(HOST_PATTERN),
+        app in matching(APP_PATTERN),
+        sha in matching(SHA_PATTERN),
+    ) {
+        let (_, name) = repo.split_once('/').unwrap();
+        if name != "." && name != ".." {
+            prop_assert!(check_repo(&repo).is_ok(), "{repo}");
+        }
+        if host.len() <= HOST_MAX {
+            prop_assert!(check_hostname(&host).is_ok(), "{host}");
+        }
+        prop_assert!(check_app_name(&app).is_ok(), "{app}");
+        prop_assert!(check_sha(&sha).is_ok(), "{sha}");
     }
 }

@@ -13,7 +13,7 @@ use futures_util::future::Either;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{self, Address, Caller};
+use crate::auth::{self, Address, AgentCaller, Caller, Enroller};
 use crate::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::queue::Actor;
 use crate::state::AppState;
@@ -29,6 +29,7 @@ use crate::state::AppState;
 #[utoipa::path(
     post,
     path = "/v1/agents/register",
+    operation_id = "registerAgent",
     tag = "agents",
     request_body = RegisterAgentRequest,
     security(("bearer" = [])),
@@ -37,12 +38,11 @@ use crate::state::AppState;
         (status = 401, description = "Missing, unknown, expired or used-up enrollment token", body = ErrorBody),
         (status = 403, description = "Not an enrollment token, or one for another host", body = ErrorBody),
         (status = 409, description = "The host has an agent this credential may not replace", body = ErrorBody),
-        (status = 422, body = ErrorBody),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
-    caller: Caller,
+    Enroller(caller): Enroller,
     Address(address): Address,
     ApiJson(request): ApiJson<RegisterAgentRequest>,
 ) -> Result<Json<RegisteredAgent>, ApiError> {
@@ -99,13 +99,12 @@ pub async fn register(
 #[utoipa::path(
     delete,
     path = "/v1/agents/{id}",
+    operation_id = "revokeAgent",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Revoked; the jobs it held are lost", body = [Job]),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -128,10 +127,12 @@ const MAX_WAIT_SECS: u64 = 60;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HeartbeatQuery {
     /// Seconds to hold the request until a job or a cancel for this agent
     /// arrives (0 to 60, default 0: answer at once). Capped at half the lease
     /// timeout so a waiting agent never looks silent.
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
 
@@ -144,6 +145,7 @@ pub struct HeartbeatQuery {
 #[utoipa::path(
     post,
     path = "/v1/agents/{id}/heartbeat",
+    operation_id = "heartbeat",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id"), HeartbeatQuery),
     request_body(content = HeartbeatRequest, description = "Optional: an empty body means `{\"status\": \"online\"}`"),
@@ -154,7 +156,7 @@ pub struct HeartbeatQuery {
 )]
 pub fn heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    AgentCaller(caller): AgentCaller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<HeartbeatQuery>,
     ApiBytes(body): ApiBytes,
@@ -341,6 +343,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/v1/agents",
+    operation_id = "listAgents",
     tag = "agents",
     params(ListQuery),
     responses((status = 200, body = Vec<Agent>))

@@ -17,12 +17,11 @@ use crate::state::AppState;
 #[utoipa::path(
     get,
     path = "/v1/apps",
+    operation_id = "listApps",
     tag = "apps",
     security(("bearer" = [])),
     responses(
         (status = 200, body = AppsResponse),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -54,13 +53,18 @@ pub async fn list(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExplainQuery {
     /// `owner/name`.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")]
     repo: String,
     /// A full ref (`refs/heads/main`, `refs/tags/v1.2`); a bare branch name
     /// means `refs/heads/<name>`.
     #[serde(rename = "ref")]
-    #[param(rename = "ref")]
+    #[param(
+        rename = "ref",
+        pattern = "^[^\\x00-\\x20\\x7f-\\x9f~^:?*\\[\\\\]{1,255}$"
+    )]
     git_ref: String,
 }
 
@@ -69,14 +73,13 @@ pub struct ExplainQuery {
 #[utoipa::path(
     get,
     path = "/v1/explain",
+    operation_id = "explainPush",
     tag = "apps",
     params(ExplainQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = ExplainResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
+        (status = 422, description = "`repo` or `ref` is not a valid name", body = ErrorBody),
     )
 )]
 pub async fn explain(
@@ -85,13 +88,13 @@ pub async fn explain(
     ApiQuery(query): ApiQuery<ExplainQuery>,
 ) -> Result<Json<ExplainResponse>, ApiError> {
     caller.require_read()?;
-    names::check_repo(&query.repo).map_err(ApiError::bad_request)?;
+    names::check_repo(&query.repo).map_err(ApiError::invalid)?;
     let git_ref = if query.git_ref.starts_with("refs/") {
         query.git_ref
     } else {
         format!("refs/heads/{}", query.git_ref)
     };
-    names::check_ref(&git_ref).map_err(ApiError::bad_request)?;
+    names::check_ref(&git_ref).map_err(ApiError::invalid)?;
     let config = state.apps.get();
     let plan = config.plan_push(&query.repo, &git_ref);
     let message = if plan.targets.is_empty() {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_wire::{AuditResponse, ErrorBody};
+use deploybot_wire::AuditResponse;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -12,10 +12,13 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Entries older than this id (the last `id` of the previous page).
+    #[param(minimum = 1)]
     before: Option<i64>,
 }
 
@@ -24,14 +27,12 @@ pub struct AuditQuery {
 #[utoipa::path(
     get,
     path = "/v1/audit",
+    operation_id = "listAudit",
     tag = "audit",
     params(AuditQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = AuditResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -41,6 +42,11 @@ pub async fn list(
 ) -> Result<Json<AuditResponse>, ApiError> {
     caller.require_admin()?;
     let limit = super::limit(query.limit, 100, 1000)?;
+    if query.before.is_some_and(|id| id < 1) {
+        return Err(ApiError::bad_request(
+            "before must be an entry id (1 or more)",
+        ));
+    }
     Ok(Json(AuditResponse {
         entries: state.queue.store().audit(limit, query.before).await?,
     }))

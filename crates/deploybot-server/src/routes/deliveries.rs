@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_wire::{Delivery, ErrorBody};
+use deploybot_wire::Delivery;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -27,11 +27,11 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/v1/deliveries",
+    operation_id = "listDeliveries",
     tag = "webhooks",
     params(ListQuery),
     responses(
         (status = 200, body = Vec<Delivery>),
-        (status = 400, body = ErrorBody),
     )
 )]
 pub async fn list(

@@ -8,9 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use deploybot_store::JobFilter;
-use deploybot_wire::{
-    AgentStatus, ErrorBody, HealthResponse, JobStatus, ReadyResponse, StatusResponse,
-};
+use deploybot_wire::{AgentStatus, HealthResponse, JobStatus, ReadyResponse, StatusResponse};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -37,6 +35,7 @@ fn uptime_secs() -> u64 {
 #[utoipa::path(
     get,
     path = "/health",
+    operation_id = "health",
     tag = "health",
     security(()),
     responses(
@@ -78,6 +77,7 @@ async fn database_ok(state: &AppState) -> bool {
 #[utoipa::path(
     get,
     path = "/ready",
+    operation_id = "ready",
     tag = "health",
     security(()),
     responses(
@@ -108,13 +108,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResp
 #[utoipa::path(
     get,
     path = "/v1/status",
+    operation_id = "status",
     tag = "health",
     security(("bearer" = [])),
     responses(
         (status = 200, body = StatusResponse),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody),
     )
 )]
 pub async fn status(

@@ -27,6 +27,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/v1/hosts",
+    operation_id = "listHosts",
     tag = "hosts",
     params(ListQuery),
     responses((status = 200, body = HostsResponse))

@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use utoipa::IntoParams;
 
-use crate::auth::{Address, Caller, writing_agent};
+use crate::auth::{Address, AgentCaller, Caller, Deployer, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::queue::Actor;
 use crate::state::AppState;
@@ -64,6 +64,7 @@ fn check_metadata(metadata: serde_json::Value) -> Result<serde_json::Value, ApiE
 #[utoipa::path(
     post,
     path = "/v1/jobs",
+    operation_id = "createJob",
     tag = "jobs",
     request_body = CreateJobRequest,
     responses(
@@ -74,14 +75,10 @@ fn check_metadata(metadata: serde_json::Value) -> Result<serde_json::Value, ApiE
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Deployer(caller): Deployer,
     Address(address): Address,
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
-    // Refuse a read-only token before looking at the request.
-    if !caller.may_deploy_some_app() {
-        caller.require_deploy("")?;
-    }
     names::check_repo(&request.repo).map_err(ApiError::invalid)?;
     names::check_ref(&request.git_ref).map_err(ApiError::invalid)?;
     names::check_hostname(&request.host).map_err(ApiError::invalid)?;
@@ -187,6 +184,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/v1/jobs",
+    operation_id = "listJobs",
     tag = "jobs",
     params(ListQuery),
     responses(
@@ -220,6 +218,7 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
+    operation_id = "getJob",
     tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(
@@ -251,6 +250,7 @@ pub async fn get(
 #[utoipa::path(
     put,
     path = "/v1/jobs/{id}/status",
+    operation_id = "reportJobStatus",
     tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     request_body = UpdateJobStatusRequest,
@@ -258,12 +258,11 @@ pub async fn get(
         (status = 200, body = UpdateJobStatusResponse),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Transition not allowed; nothing changed", body = ErrorBody),
-        (status = 422, body = ErrorBody),
     )
 )]
 pub async fn report_status(
     State(state): State<AppState>,
-    caller: Caller,
+    AgentCaller(caller): AgentCaller,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<UpdateJobStatusRequest>,
 ) -> Result<Json<UpdateJobStatusResponse>, ApiError> {
@@ -318,6 +317,7 @@ pub async fn report_status(
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancelJob",
     tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(
@@ -344,6 +344,7 @@ pub async fn cancel(
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/retry",
+    operation_id = "retryJob",
     tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     responses(

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use utoipa::IntoParams;
 
-use crate::auth::{Caller, writing_agent};
+use crate::auth::{AgentCaller, Caller, writing_agent};
 use crate::error::{ApiError, ApiPath, ApiQuery, UploadJson};
 
 use crate::state::AppState;
@@ -40,6 +40,7 @@ const CLIENT_QUEUE: usize = 1024;
 #[utoipa::path(
     post,
     path = "/v1/jobs/{id}/logs",
+    operation_id = "appendJobLogs",
     tag = "logs",
     params(("id" = String, Path, description = "Job id")),
     request_body = AppendLogsRequest,
@@ -47,12 +48,11 @@ const CLIENT_QUEUE: usize = 1024;
         (status = 200, body = AppendLogsResponse),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Not running, or a stale lease", body = ErrorBody),
-        (status = 422, body = ErrorBody),
     )
 )]
 pub async fn append(
     State(state): State<AppState>,
-    caller: Caller,
+    AgentCaller(caller): AgentCaller,
     ApiPath(id): ApiPath<String>,
     UploadJson(request): UploadJson<AppendLogsRequest>,
 ) -> Result<Json<AppendLogsResponse>, ApiError> {
@@ -92,10 +92,13 @@ pub async fn append(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Return lines after this line number (default 0: from the start).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     after: Option<u64>,
     /// 1 to 5000; default 1000.
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<u32>,
 }
 
@@ -103,6 +106,7 @@ pub struct PageQuery {
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/logs",
+    operation_id = "getJobLogs",
     tag = "logs",
     params(("id" = String, Path, description = "Job id"), PageQuery),
     responses(
@@ -118,13 +122,20 @@ pub async fn page(
 ) -> Result<Json<JobLogsResponse>, ApiError> {
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
+    let after = query.after.unwrap_or(0);
+    if after > i64::MAX as u64 {
+        return Err(ApiError::bad_request(format!(
+            "after must be a line number (at most {})",
+            i64::MAX
+        )));
+    }
     if state.queue.store().job(id.clone()).await?.is_none() {
         return Err(ApiError::not_found(format!("job {id} not found")));
     }
     let lines = state
         .queue
         .store()
-        .job_logs(id.clone(), query.after.unwrap_or(0), limit)
+        .job_logs(id.clone(), after, limit)
         .await?;
     let next_after = (lines.len() == limit as usize)
         .then(|| lines.last().map(|l| l.line))
@@ -138,6 +149,7 @@ pub async fn page(
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Only this job's lines (from its first line, unless resuming).
     job_id: Option<String>,
@@ -177,6 +189,7 @@ impl StreamQuery {
 #[utoipa::path(
     get,
     path = "/v1/logs/stream",
+    operation_id = "streamLogs",
     tag = "logs",
     params(StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     responses((status = 200, description = "text/event-stream of `log` and `status` events", content_type = "text/event-stream", body = String))

@@ -20,6 +20,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 #[utoipa::path(
     get,
     path = "/metrics",
+    operation_id = "metrics",
     tag = "health",
     security(()),
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))

@@ -29,6 +29,7 @@ use crate::openapi;
 use crate::request_id::{RequestId, RequestIdLayer};
 use crate::state::AppState;
 use crate::trace::{MakeRequestSpan, OnRequestDone};
+use crate::unread_body::{CloseUnread, CloseUnreadLayer};
 
 /// A list's `limit` parameter: `default` when absent, 1 to `max` otherwise.
 pub(crate) fn limit(given: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -65,6 +66,7 @@ pub fn service(state: AppState) -> Service {
         // cannot hold a connection and a handler forever. (Each route's
         // extractor enforces its body's size: see `body.rs`.)
         .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        .layer(CloseUnreadLayer)
         .service(router)
 }
 
@@ -92,7 +94,7 @@ impl ResponseForPanic for PanicAnswer {
 pub type Service = HttpMetrics<
     RequestId<
         Trace<
-            CatchPanic<RequestBodyTimeout<Router>, PanicAnswer>,
+            CatchPanic<RequestBodyTimeout<CloseUnread<Router>>, PanicAnswer>,
             SharedClassifier<ServerErrorsAsFailures>,
             MakeRequestSpan,
             DefaultOnRequest,

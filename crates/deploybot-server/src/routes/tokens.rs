@@ -11,7 +11,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
-use crate::auth::{self, Address, Caller};
+use crate::auth::{self, Address, Admin, Caller};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::queue::Actor;
 use crate::state::AppState;
@@ -28,23 +28,20 @@ const MAX_EXPIRES_IN_SECS: u64 = 10 * 365 * 24 * 3600;
 #[utoipa::path(
     post,
     path = "/v1/tokens",
+    operation_id = "createToken",
     tag = "tokens",
     request_body = CreateTokenRequest,
     security(("bearer" = [])),
     responses(
         (status = 201, body = CreatedToken),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 422, body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Address(address): Address,
     ApiJson(request): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.require_admin()?;
     let name = request.name.trim();
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
@@ -121,13 +118,12 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/v1/tokens",
+    operation_id = "listTokens",
     tag = "tokens",
     params(ListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokensResponse),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
     )
 )]
 pub async fn list(
@@ -160,13 +156,12 @@ pub struct ListQuery {
 #[utoipa::path(
     delete,
     path = "/v1/tokens/{id}",
+    operation_id = "revokeToken",
     tag = "tokens",
     params(("id" = String, Path, description = "Token id (tok_…)")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TokenInfo),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]

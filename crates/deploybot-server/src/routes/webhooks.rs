@@ -27,6 +27,7 @@ use crate::webhook;
 #[utoipa::path(
     post,
     path = "/v1/webhooks/github",
+    operation_id = "receiveGithubWebhook",
     tag = "webhooks",
     security(()),
     request_body(content = Object, description = "A GitHub event payload", content_type = "application/json"),

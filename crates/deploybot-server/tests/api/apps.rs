@@ -64,8 +64,12 @@ async fn explain_names_the_targets_of_a_push_and_why_others_are_skipped() {
 async fn explain_refuses_an_invalid_repo_or_ref() {
     let app = spawn_app().await;
 
+    // Understood but not valid names: 422, as for a job's body.
     let repo = app.get("/v1/explain?repo=not-a-repo&ref=main").await;
-    assert_error(repo, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_error(repo, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
     let git_ref = app.get("/v1/explain?repo=acme/web&ref=a..b").await;
-    assert_error(git_ref, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_error(git_ref, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    // A query string that cannot be read at all: 400.
+    let missing = app.get("/v1/explain?repo=acme/web").await;
+    assert_error(missing, StatusCode::BAD_REQUEST, "bad_request").await;
 }

@@ -595,3 +595,34 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_callers() {
     assert_eq!(audit.entries[0].address.as_deref(), Some("198.51.100.7"));
     assert_eq!(direct.entries[0].address.as_deref(), Some("127.0.0.1"));
 }
+
+#[tokio::test]
+async fn a_caller_without_the_right_gets_403_whatever_the_body_holds() {
+    let app = spawn_app().await;
+    let read = app
+        .make_token(json!({"name": "dashboard", "role": "read"}))
+        .await
+        .token;
+    let agent = app.register("web-01").await;
+    for (method, path) in [
+        ("POST", "/v1/jobs".to_owned()),
+        ("POST", "/v1/tokens".to_owned()),
+        ("POST", "/v1/agents/register".to_owned()),
+        ("POST", format!("/v1/agents/{}/heartbeat", agent.id)),
+        ("PUT", "/v1/jobs/some-job/status".to_owned()),
+        ("POST", "/v1/jobs/some-job/logs".to_owned()),
+    ] {
+        for (content_type, body) in [("application/json", "{not json"), ("text/plain", "hello")] {
+            let response = app
+                .client
+                .request(method.parse().unwrap(), app.url(&path))
+                .bearer_auth(&read)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Request bodies: a memory budget all bodies being read share (503 with
 //! `Retry-After` when it is spent), each route's limit said right, and a
-//! webhook's signature checked before its body is read.
+//! webhook's signature checked before its body is read, and a connection
+//! whose body was left unread said to close.
 
 use std::time::{Duration, Instant};
 
@@ -140,4 +141,64 @@ async fn each_routes_413_says_its_own_limit() {
         .unwrap();
     let body = assert_error(api, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
     assert!(body.detail.contains("1 MiB"), "{}", body.detail);
+}
+
+/// A client sends the head of a request, then reads the answer before
+/// sending the body, and gives back what it read.
+async fn answer_to_head(address: &str, head: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+#[tokio::test]
+async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    // Refused on its headers (no signature) before any of its body came:
+    // the server will not read the rest, and says the connection ends,
+    // so the client does not send its next request on it.
+    let refused = answer_to_head(
+        &address,
+        "POST /v1/webhooks/github HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: push\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("\r\nconnection: close\r\n"), "{refused}");
+
+    // The same for an API call with a wrong token: credentials are checked
+    // before the body is read.
+    let forbidden = answer_to_head(
+        &address,
+        "POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer nope\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await;
+    assert!(forbidden.starts_with("http/1.1 401"), "{forbidden}");
+    assert!(
+        forbidden.contains("\r\nconnection: close\r\n"),
+        "{forbidden}"
+    );
+
+    // Read to its end: the connection stays open for the next request.
+    let payload = serde_json::to_vec(&push_payload("acme/web", "refs/heads/main", SHA_A)).unwrap();
+    let signed = app
+        .webhook("push", "read-to-the-end")
+        .header("Content-Type", "application/json")
+        .header("X-Hub-Signature-256", app.sign(&payload))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::OK);
+    assert!(signed.headers().get("connection").is_none());
 }

@@ -14,6 +14,7 @@ mod hosts;
 mod jobs;
 mod logs;
 mod metrics;
+mod openapi;
 mod paging;
 mod probes;
 mod protocol;

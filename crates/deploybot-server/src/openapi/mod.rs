@@ -8,6 +8,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::state::AppState;
 
+mod links;
+mod shared_answers;
+mod stream_events;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -15,6 +19,11 @@ use crate::state::AppState;
         description = "Self-hosted push-to-deploy controller. Errors are `{\"error\": {\"code\", \"message\"}, \"detail\"}`. Every endpoint but the webhook (signed), /health and the docs needs `Authorization: Bearer <token>`: 401 without a valid one, 403 when its role does not allow the call. Every answer carries `X-Request-Id` (the request's own when it sent a printable one of at most 128 characters), also found in the controller's log lines. A W3C `traceparent` header joins the request to the caller's trace when the controller exports traces."
     ),
     security(("bearer" = [])),
+    components(schemas(
+        deploybot_wire::ErrorBody,
+        deploybot_wire::LogEntry,
+        deploybot_wire::StatusEvent
+    )),
     tags(
         (name = "webhooks", description = "GitHub deliveries"),
         (name = "jobs", description = "Deployments"),
@@ -82,6 +91,9 @@ impl Modify for RequestIdHeader {
 /// added the paths.
 pub fn finish(api: &mut utoipa::openapi::OpenApi) {
     BearerAuth.modify(api);
+    shared_answers::declare(api);
+    links::declare(api);
+    stream_events::declare(api);
     RequestIdHeader.modify(api);
 }
 
