@@ -235,6 +235,9 @@ impl Controller {
             lease_timeout: settings.lease_timeout,
             body_budget: body::BodyBudget::new(settings.body_memory),
             max_job_output: settings.max_job_output,
+            history_kept: std::time::Duration::from_secs(
+                u64::from(settings.history_retention_days) * 86_400,
+            ),
             stopping,
         });
         #[cfg(unix)]
@@ -264,8 +267,11 @@ impl Controller {
             apps_path: settings.apps,
             apps_required: settings.apps_required,
             retention: maintenance::Retention {
-                keep_jobs: settings.log_retention_jobs,
-                keep_days: settings.log_retention_days,
+                log_jobs: settings.log_retention_jobs,
+                log_days: settings.log_retention_days,
+                history_days: settings.history_retention_days,
+                history_jobs: settings.history_retention_jobs,
+                audit_days: settings.audit_retention_days,
             },
             bootstrap_admin_token,
             max_connections: connection_cap(settings.max_connections),

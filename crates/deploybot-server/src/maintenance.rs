@@ -1,5 +1,5 @@
 //! Periodic work: saving heartbeats, expiring the leases of silent agents,
-//! pruning old logs.
+//! pruning old logs and history.
 //!
 //! Every instance saves its own agents' heartbeats; only the instance that
 //! leads (`Store::try_lead`, asked again each round) expires leases and
@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use deploybot_store::{HistoryRetention, PrunedHistory};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -17,13 +18,24 @@ use crate::state::AppState;
 /// saved, so a short lease timeout saves more often (a tenth of it).
 const SAVE_HEARTBEATS_EVERY: Duration = Duration::from_secs(1);
 const SAVE_HEARTBEATS_AT_MOST_EVERY: Duration = Duration::from_millis(100);
-/// How often old logs are pruned.
-const PRUNE_LOGS_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How often old logs and history are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+/// Audit entries kept however old.
+const KEEP_AUDIT_ENTRIES: u32 = 1000;
+const DAY: Duration = Duration::from_secs(86_400);
 
+/// What is kept (see the settings of the same names).
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    pub keep_jobs: u32,
-    pub keep_days: u32,
+    /// Logs of the newest this many jobs of each app…
+    pub log_jobs: u32,
+    /// …and of jobs finished within this many days.
+    pub log_days: u32,
+    /// Finished jobs and deliveries of this many days…
+    pub history_days: u32,
+    /// …and the newest this many jobs of each app (and deliveries).
+    pub history_jobs: u32,
+    pub audit_days: u32,
 }
 
 /// Runs until `stopped` turns `true`, then saves the last heartbeats.
@@ -40,7 +52,7 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
     let mut last_save = Instant::now();
     let mut last_sweep = Instant::now();
     // The first pruning runs a minute after start, not during it.
-    let mut last_prune = Instant::now() + Duration::from_secs(60) - PRUNE_LOGS_EVERY;
+    let mut last_prune = Instant::now() + Duration::from_secs(60) - PRUNE_EVERY;
     let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
     let mut leading = false;
     loop {
@@ -66,15 +78,13 @@ pub async fn run(state: AppState, retention: Retention, mut stopped: watch::Rece
             }
             last_sweep = Instant::now();
         }
-        if last_prune.elapsed() >= PRUNE_LOGS_EVERY
-            && pruning.as_ref().is_none_or(|p| p.is_finished())
-        {
+        if last_prune.elapsed() >= PRUNE_EVERY && pruning.as_ref().is_none_or(|p| p.is_finished()) {
             last_prune = Instant::now();
             leading = lead(&state, leading).await;
             if !leading {
                 continue;
             }
-            pruning = Some(tokio::spawn(prune_logs(state.clone(), retention)));
+            pruning = Some(tokio::spawn(prune(state.clone(), retention)));
         }
     }
 }
@@ -91,9 +101,9 @@ async fn lead(state: &AppState, was: bool) -> bool {
     };
     if leading != was {
         if leading {
-            tracing::info!("this instance now expires leases and prunes logs");
+            tracing::info!("this instance now expires leases and prunes old history");
         } else {
-            tracing::info!("another instance expires leases and prunes logs now");
+            tracing::info!("another instance expires leases and prunes old history now");
         }
     }
     leading
@@ -121,17 +131,32 @@ async fn expire_leases(state: &AppState) {
     }
 }
 
-async fn prune_logs(state: AppState, retention: Retention) {
-    let keep_since =
-        OffsetDateTime::now_utc() - Duration::from_secs(u64::from(retention.keep_days) * 86_400);
-    match state
-        .queue
-        .store()
-        .prune_logs(retention.keep_jobs, keep_since)
+async fn prune(state: AppState, retention: Retention) {
+    let now = OffsetDateTime::now_utc();
+    let store = state.queue.store();
+    match store
+        .prune_logs(retention.log_jobs, now - DAY * retention.log_days)
         .await
     {
         Ok(0) => {}
         Ok(lines) => tracing::info!(lines, "pruned old deploy logs"),
         Err(err) => tracing::warn!(error = %err, "could not prune logs; will retry"),
+    }
+    let keep = HistoryRetention {
+        keep_jobs: retention.history_jobs,
+        keep_since: now - DAY * retention.history_days,
+        keep_deliveries: retention.history_jobs,
+        audit_since: now - DAY * retention.audit_days,
+        keep_audit: KEEP_AUDIT_ENTRIES,
+    };
+    match store.prune_history(keep).await {
+        Ok(pruned) if pruned == PrunedHistory::default() => {}
+        Ok(pruned) => tracing::info!(
+            jobs = pruned.jobs,
+            deliveries = pruned.deliveries,
+            audit_entries = pruned.audit,
+            "pruned old history"
+        ),
+        Err(err) => tracing::warn!(error = %err, "could not prune history; will retry"),
     }
 }

@@ -5,6 +5,7 @@
 use deploybot_apps::{App, AppSecret, AppsConfig, Skipped};
 use deploybot_store::NewJob;
 use deploybot_wire::{DeliveryVerdict, JobSource, names};
+use time::OffsetDateTime;
 
 use crate::webhook::{self, Payload};
 
@@ -41,22 +42,36 @@ pub struct PushPlan {
 #[error("{0}")]
 pub struct BadPush(pub String);
 
-/// Decides what a delivery of GitHub `event` deploys: a push its apps; a
-/// ping or any other event nothing.
+/// A delivery as received: its event, payload, id and what signed it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub event: &'a str,
+    pub payload: &'a Payload,
+    pub delivery_id: &'a str,
+    pub signed_by: &'a SignedBy,
+}
+
+/// Decides what a delivery deploys: a push its apps, unless it was pushed
+/// before `oldest_push` (the history that recognises a replayed push goes
+/// back no further); a ping or any other event nothing.
 pub fn plan_delivery(
     apps: &AppsConfig,
-    signed_by: &SignedBy,
-    event: &str,
-    payload: &Payload,
-    delivery_id: &str,
+    received: Received<'_>,
+    oldest_push: OffsetDateTime,
 ) -> Result<PushPlan, BadPush> {
+    let Received {
+        event,
+        payload,
+        delivery_id,
+        signed_by,
+    } = received;
     let nothing = |verdict, message| PushPlan {
         verdict,
         message,
         jobs: Vec::new(),
     };
     match event {
-        "push" => plan_push(apps, signed_by, payload, delivery_id),
+        "push" => plan_push(apps, signed_by, payload, delivery_id, oldest_push),
         "ping" => Ok(nothing(
             DeliveryVerdict::Ping,
             "pong: the webhook is set up".to_owned(),
@@ -74,6 +89,7 @@ fn plan_push(
     signed_by: &SignedBy,
     payload: &Payload,
     delivery_id: &str,
+    oldest_push: OffsetDateTime,
 ) -> Result<PushPlan, BadPush> {
     let (Some(repo), Some(git_ref)) = (
         payload.repository.as_ref().map(|r| &r.full_name),
@@ -111,6 +127,20 @@ fn plan_push(
         }
     };
     let sha = Some(sha);
+    // A replayed push is recognised by the jobs its commit made; once they
+    // are pruned, an old push could deploy old code again.
+    if let Some(pushed_at) = payload.repository.as_ref().and_then(|r| r.pushed_at())
+        && pushed_at < oldest_push
+    {
+        return Ok(PushPlan {
+            verdict: DeliveryVerdict::Stale,
+            message: format!(
+                "pushed on {}, before the oldest history kept: not deployed, as a replay of it could not be recognised; push again or deploy it by hand",
+                pushed_at.date()
+            ),
+            jobs: Vec::new(),
+        });
+    }
 
     let mut plan = apps.plan_push(repo, git_ref);
     plan.targets.retain(|app| {
@@ -210,6 +240,7 @@ apps:
             after: Some(after.to_owned()),
             repository: Some(Repository {
                 full_name: "acme/web".to_owned(),
+                pushed_at: Some(serde_json::json!(1_700_000_000)),
             }),
             pusher: Some(Pusher {
                 name: Some("ada".to_owned()),
@@ -223,14 +254,30 @@ apps:
 
     const SHA: &str = "9f2c1e4b7a0d3c6e8f1a2b3c4d5e6f708192a3b4";
 
+    /// Plans `payload` as delivery `d1` of `event`, signed by `signed_by`,
+    /// with every push recent enough.
+    fn plan(
+        apps: &AppsConfig,
+        signed_by: &SignedBy,
+        event: &str,
+        payload: &Payload,
+    ) -> Result<PushPlan, BadPush> {
+        let received = Received {
+            event,
+            payload,
+            delivery_id: "d1",
+            signed_by,
+        };
+        plan_delivery(apps, received, OffsetDateTime::UNIX_EPOCH)
+    }
+
     #[test]
     fn a_push_deploys_one_job_per_host_of_the_apps_its_secret_may_deploy() {
-        let plan = plan_delivery(
+        let plan = plan(
             &apps(),
             &SignedBy::Global,
             "push",
             &push("refs/heads/main", SHA),
-            "d1",
         )
         .unwrap();
         assert_eq!(plan.verdict, DeliveryVerdict::Queued);
@@ -250,12 +297,11 @@ apps:
     fn an_apps_own_secret_deploys_only_that_app() {
         let apps = apps();
         let secret = apps.app("billing").unwrap().webhook_secret.clone().unwrap();
-        let plan = plan_delivery(
+        let plan = plan(
             &apps,
             &SignedBy::App(secret),
             "push",
             &push("refs/heads/main", SHA),
-            "d1",
         )
         .unwrap();
         let hosts: Vec<&str> = plan.jobs.iter().map(|j| j.host.as_str()).collect();
@@ -281,7 +327,7 @@ apps:
             ("issues", Payload::default(), DeliveryVerdict::IgnoredEvent),
         ];
         for (event, payload, verdict) in cases {
-            let plan = plan_delivery(&apps, &SignedBy::Global, event, &payload, "d1").unwrap();
+            let plan = plan(&apps, &SignedBy::Global, event, &payload).unwrap();
             assert_eq!(plan.verdict, verdict, "{event}: {}", plan.message);
             assert!(plan.jobs.is_empty());
         }
@@ -291,13 +337,42 @@ apps:
     fn a_push_without_repository_ref_or_commit_is_refused() {
         let mut payload = push("refs/heads/main", SHA);
         payload.repository = None;
-        assert!(plan_delivery(&apps(), &SignedBy::Global, "push", &payload, "d1").is_err());
+        assert!(plan(&apps(), &SignedBy::Global, "push", &payload).is_err());
         let zeros = "0".repeat(40);
         for after in [None, Some("zzzz"), Some("abc1234"), Some(zeros.as_str())] {
             let mut payload = push("refs/heads/main", SHA);
             payload.after = after.map(str::to_owned);
-            let refused = plan_delivery(&apps(), &SignedBy::Global, "push", &payload, "d1");
+            let refused = plan(&apps(), &SignedBy::Global, "push", &payload);
             assert!(refused.is_err(), "{after:?}: {refused:?}");
         }
+    }
+
+    #[test]
+    fn a_push_older_than_the_kept_history_deploys_nothing() {
+        let payload = push("refs/heads/main", SHA);
+        let pushed = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let received = Received {
+            event: "push",
+            payload: &payload,
+            delivery_id: "d1",
+            signed_by: &SignedBy::Global,
+        };
+
+        let stale = plan_delivery(&apps(), received, pushed + time::Duration::SECOND).unwrap();
+        assert_eq!(stale.verdict, DeliveryVerdict::Stale);
+        assert!(stale.jobs.is_empty());
+        assert!(stale.message.contains("2023-11-14"), "{}", stale.message);
+
+        let fresh = plan_delivery(&apps(), received, pushed).unwrap();
+        assert_eq!(fresh.verdict, DeliveryVerdict::Queued);
+        // Without `pushed_at` (not a GitHub push), nothing to compare.
+        let mut undated = push("refs/heads/main", SHA);
+        undated.repository.as_mut().unwrap().pushed_at = Some(serde_json::json!("2023-11-14"));
+        let received = Received {
+            payload: &undated,
+            ..received
+        };
+        let plan = plan_delivery(&apps(), received, pushed + time::Duration::SECOND).unwrap();
+        assert_eq!(plan.verdict, DeliveryVerdict::Queued);
     }
 }

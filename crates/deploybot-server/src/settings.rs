@@ -119,6 +119,19 @@ pub struct SettingsLayer {
     #[arg(long, env = "DEPLOYBOT_LOG_RETENTION_DAYS", value_name = "D")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_retention_days: Option<u32>,
+    /// Keep finished jobs and webhook deliveries for D days… [default: 90].
+    #[arg(long, env = "DEPLOYBOT_HISTORY_RETENTION_DAYS", value_name = "D")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention_days: Option<u32>,
+    /// …and, however old, the newest N jobs of each app and the newest N
+    /// deliveries [default: 1000].
+    #[arg(long, env = "DEPLOYBOT_HISTORY_RETENTION_JOBS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention_jobs: Option<u32>,
+    /// Keep audit log entries for D days (and the newest 1000) [default: 365].
+    #[arg(long, env = "DEPLOYBOT_AUDIT_RETENTION_DAYS", value_name = "D")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<u32>,
     /// Client connections served at once; more are answered 503 [default: 50000].
     #[arg(long, env = "DEPLOYBOT_MAX_CONNECTIONS", value_name = "N")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +262,12 @@ pub struct Settings {
     pub log_retention_jobs: u32,
     /// …and for every job that finished within this many days.
     pub log_retention_days: u32,
+    /// Finished jobs and deliveries are kept this many days…
+    pub history_retention_days: u32,
+    /// …and the newest this many jobs of each app (and deliveries).
+    pub history_retention_jobs: u32,
+    /// Audit entries are kept this many days (and the newest 1000).
+    pub audit_retention_days: u32,
     /// Client connections served at once (each agent holds one); more are
     /// answered 503. Lowered at start to what the limit on open files allows.
     pub max_connections: usize,
@@ -272,6 +291,9 @@ pub const DEFAULT_APPS: &str = "apps.yaml";
 pub const DEFAULT_LEASE_TIMEOUT: &str = "60s";
 pub const DEFAULT_LOG_RETENTION_JOBS: u32 = 50;
 pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 14;
+pub const DEFAULT_HISTORY_RETENTION_DAYS: u32 = 90;
+pub const DEFAULT_HISTORY_RETENTION_JOBS: u32 = 1000;
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
 pub const DEFAULT_BODY_MEMORY_MIB: u32 = 128;
 pub const DEFAULT_MAX_JOB_OUTPUT_MIB: u32 = 50;
@@ -369,6 +391,18 @@ impl Settings {
             log_retention_days: layer
                 .log_retention_days
                 .unwrap_or(DEFAULT_LOG_RETENTION_DAYS),
+            history_retention_days: layer
+                .history_retention_days
+                .unwrap_or(DEFAULT_HISTORY_RETENTION_DAYS)
+                .max(1),
+            history_retention_jobs: layer
+                .history_retention_jobs
+                .unwrap_or(DEFAULT_HISTORY_RETENTION_JOBS)
+                .max(1),
+            audit_retention_days: layer
+                .audit_retention_days
+                .unwrap_or(DEFAULT_AUDIT_RETENTION_DAYS)
+                .max(1),
             max_connections: layer
                 .max_connections
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS)
@@ -485,6 +519,20 @@ lease_timeout = "{DEFAULT_LEASE_TIMEOUT}"
 #   flag: --log-retention-jobs, --log-retention-days
 log_retention_jobs = {DEFAULT_LOG_RETENTION_JOBS}
 log_retention_days = {DEFAULT_LOG_RETENTION_DAYS}
+
+# Finished jobs and webhook deliveries are kept for D days, and however old,
+# the newest N jobs of each app and the newest N deliveries; audit entries for
+# their own D days (and the newest 1000). The newest job and the newest
+# successful job of each app on each host are always kept, pending and running
+# ones too. A push older than the history kept (by its `pushed_at`) deploys
+# nothing: its replay could no longer be recognised.
+#   env: DEPLOYBOT_HISTORY_RETENTION_DAYS, DEPLOYBOT_HISTORY_RETENTION_JOBS,
+#        DEPLOYBOT_AUDIT_RETENTION_DAYS
+#   flag: --history-retention-days, --history-retention-jobs,
+#         --audit-retention-days
+history_retention_days = {DEFAULT_HISTORY_RETENTION_DAYS}
+history_retention_jobs = {DEFAULT_HISTORY_RETENTION_JOBS}
+audit_retention_days = {DEFAULT_AUDIT_RETENTION_DAYS}
 
 # Client connections served at once (every agent holds one); more are answered
 # 503 with Retry-After. At start it is lowered to what the limit on open files

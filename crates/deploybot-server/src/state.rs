@@ -46,6 +46,9 @@ pub struct Shared {
     pub lease_timeout: Duration,
     /// Bytes of a job's output stored at most.
     pub max_job_output: u64,
+    /// How far back the kept history goes: an older push deploys nothing,
+    /// as a replay of it could not be recognised.
+    pub history_kept: Duration,
     /// Memory that request bodies being read may hold, all together.
     pub body_budget: crate::body::BodyBudget,
     /// Becomes `true` when the controller stops: held long-polls and streams end.

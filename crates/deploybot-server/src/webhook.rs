@@ -22,6 +22,18 @@ pub struct Payload {
 #[derive(Debug, Deserialize)]
 pub struct Repository {
     pub full_name: String,
+    /// In a push: when it was pushed, in Unix seconds (in other events a
+    /// date string, which we do not use).
+    #[serde(default)]
+    pub pushed_at: Option<serde_json::Value>,
+}
+
+impl Repository {
+    /// When the push was made, if the payload says so as a push does.
+    pub fn pushed_at(&self) -> Option<time::OffsetDateTime> {
+        let seconds = self.pushed_at.as_ref()?.as_i64()?;
+        time::OffsetDateTime::from_unix_timestamp(seconds).ok()
+    }
 }
 
 #[derive(Debug, Deserialize)]

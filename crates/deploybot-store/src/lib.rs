@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batches;
 mod holder;
 mod output_cap;
 mod postgres;
@@ -522,6 +523,37 @@ pub trait Store: Send + Sync + 'static {
     /// `keep_jobs` of their app nor finished after `keep_since`, in small
     /// writes so that other requests never wait long. Returns lines deleted.
     async fn prune_logs(&self, keep_jobs: u32, keep_since: Timestamp) -> Result<u64, StoreError>;
+
+    /// Deletes old history past `keep` (jobs with their logs, deliveries,
+    /// audit entries), in small writes so that other requests never wait
+    /// long, and gives the space back (SQLite: an incremental vacuum). Never
+    /// deletes a pending or running job, nor the newest job or the newest
+    /// successful job of an app on a host (what is deployed there, and what
+    /// a rollback returns to).
+    async fn prune_history(&self, keep: HistoryRetention) -> Result<PrunedHistory, StoreError>;
+}
+
+/// What history [`Store::prune_history`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRetention {
+    /// Finished jobs among the newest this many of their app are kept…
+    pub keep_jobs: u32,
+    /// …and so are jobs finished (and deliveries received) since this time.
+    pub keep_since: Timestamp,
+    /// The newest this many deliveries are kept, however old.
+    pub keep_deliveries: u32,
+    /// Audit entries recorded since this time are kept…
+    pub audit_since: Timestamp,
+    /// …and the newest this many, however old.
+    pub keep_audit: u32,
+}
+
+/// What [`Store::prune_history`] deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedHistory {
+    pub jobs: u64,
+    pub deliveries: u64,
+    pub audit: u64,
 }
 
 /// Opens the store a URL names: `sqlite://path/to/file.db` (or `sqlite:path`),

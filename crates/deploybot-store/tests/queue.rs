@@ -5,7 +5,8 @@
 //! Each test is an `async fn(TestStore)`; `conformance!` at the end of each
 //! file makes a `sqlite::NAME` and a `postgres::NAME` test of it (filter with
 //! `cargo test -p deploybot-store --test queue sqlite::`). Agents, tokens and
-//! the audit log are in `queue/agents.rs`, deploy output in `queue/logs.rs`.
+//! the audit log are in `queue/agents.rs`, deploy output in `queue/logs.rs`,
+//! pruning old history in `queue/retention.rs`.
 
 mod support;
 
@@ -38,6 +39,8 @@ macro_rules! conformance {
 mod agents;
 #[path = "queue/logs.rs"]
 mod logs;
+#[path = "queue/retention.rs"]
+mod retention;
 
 use std::collections::BTreeMap;
 

@@ -32,6 +32,9 @@ pub enum DeliveryVerdict {
     Deleted,
     /// A push no app deploys (unknown repo, ref filtered out, deploy_on_push off).
     NoMatch,
+    /// A push made before the oldest history the controller keeps: a
+    /// replay of it could not be recognised, so it deploys nothing.
+    Stale,
 }
 
 impl DeliveryVerdict {
@@ -42,6 +45,7 @@ impl DeliveryVerdict {
             DeliveryVerdict::IgnoredEvent => "ignored_event",
             DeliveryVerdict::Deleted => "deleted",
             DeliveryVerdict::NoMatch => "no_match",
+            DeliveryVerdict::Stale => "stale",
         }
     }
 
@@ -52,6 +56,7 @@ impl DeliveryVerdict {
             DeliveryVerdict::IgnoredEvent,
             DeliveryVerdict::Deleted,
             DeliveryVerdict::NoMatch,
+            DeliveryVerdict::Stale,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -13,7 +13,7 @@ use tracing::Span;
 use crate::auth::Address;
 use crate::body;
 use crate::error::ApiError;
-use crate::push_plan::{BadPush, SignedBy, plan_delivery};
+use crate::push_plan::{BadPush, Received, SignedBy, plan_delivery};
 use crate::state::AppState;
 use crate::webhook;
 
@@ -63,7 +63,14 @@ pub async fn github(
     let delivery_id = webhook::delivery_id(&headers)?
         .unwrap_or_else(|| format!("local-{}", uuid::Uuid::now_v7()));
     let payload = webhook::payload(&headers, &body)?;
-    let mut plan = plan_delivery(&apps, &signed_by, &event, &payload, &delivery_id)
+    let received = Received {
+        event: &event,
+        payload: &payload,
+        delivery_id: &delivery_id,
+        signed_by: &signed_by,
+    };
+    let oldest_push = time::OffsetDateTime::now_utc() - state.history_kept;
+    let mut plan = plan_delivery(&apps, received, oldest_push)
         .map_err(|BadPush(why)| ApiError::bad_request(why))?;
     let delivery = NewDelivery {
         delivery_id: delivery_id.clone(),

@@ -105,6 +105,31 @@ async fn a_branch_outside_the_branch_patterns_is_no_match_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_push_older_than_the_kept_history_deploys_nothing() {
+    let app = spawn_app().await;
+    let day = 86_400;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let pushed_at = |days_ago: i64| {
+        let mut payload = push_payload("acme/web", "refs/heads/main", SHA_A);
+        payload["repository"]["pushed_at"] = json!(now - days_ago * day);
+        payload
+    };
+
+    // History is kept 90 days by default: a push from 100 days ago (a
+    // captured delivery sent again) could no longer be told from a new one.
+    let old = app.post_webhook("push", "d-old", &pushed_at(100)).await;
+    let answer: WebhookResponse = ok_json(old).await;
+    assert_eq!(answer.verdict, DeliveryVerdict::Stale);
+    assert!(answer.jobs_created.is_empty());
+    assert!(answer.message.contains("replay"), "{}", answer.message);
+
+    let recent = app.post_webhook("push", "d-new", &pushed_at(0)).await;
+    let answer: WebhookResponse = ok_json(recent).await;
+    assert_eq!(answer.verdict, DeliveryVerdict::Queued);
+    assert_eq!(answer.jobs_created.len(), 2);
+}
+
+#[tokio::test]
 async fn an_app_with_deploy_on_push_off_is_no_match() {
     let app = spawn_app().await;
 

@@ -37,6 +37,7 @@ mod ingest;
 mod jobs;
 mod leases;
 mod logs;
+mod retention;
 mod schema;
 
 use std::borrow::Cow;
@@ -52,10 +53,12 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
+use crate::batches::delete_in_batches;
 use crate::{
-    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs, HostJobs,
-    JobFilter, LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered,
-    ReportOutcome, StatusReport, Store, StoreError, StoreEvent, redact_url,
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs,
+    HistoryRetention, HostJobs, JobFilter, LogFilter, NewAudit, NewDelivery, NewJob,
+    NewRegistration, NewToken, PrunedHistory, Registered, ReportOutcome, StatusReport, Store,
+    StoreError, StoreEvent, redact_url,
 };
 
 /// Connections the pool opens at most. Writes are short transactions, so a
@@ -67,6 +70,8 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines one pruning write deletes at most: keeps each write short.
 const PRUNE_BATCH: u32 = 2000;
+/// Jobs, deliveries or audit entries deleted per statement when pruning history.
+const HISTORY_BATCH: u32 = 500;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -591,16 +596,44 @@ impl Store for PostgresStore {
         for job_id in jobs {
             // Each batch is its own statement (and commit), so appends and
             // claims never wait behind a long delete.
-            loop {
-                let gone =
-                    logs::delete_of_job(&mut *self.conn().await?, &job_id, PRUNE_BATCH).await?;
-                deleted += gone;
-                if gone < u64::from(PRUNE_BATCH) {
-                    break;
-                }
-            }
+            deleted += delete_in_batches(PRUNE_BATCH, || async {
+                logs::delete_of_job(&mut *self.conn().await?, &job_id, PRUNE_BATCH).await
+            })
+            .await?;
         }
         Ok(deleted)
+    }
+
+    async fn prune_history(&self, keep: HistoryRetention) -> Result<PrunedHistory, StoreError> {
+        let keep_since = to_ms(keep.keep_since);
+        let audit_since = to_ms(keep.audit_since);
+        // Each batch is its own statement (and commit), so nothing waits
+        // behind a long delete.
+        Ok(PrunedHistory {
+            jobs: delete_in_batches(HISTORY_BATCH, || async {
+                let mut conn = self.conn().await?;
+                retention::delete_old_jobs(&mut conn, keep.keep_jobs, keep_since, HISTORY_BATCH)
+                    .await
+            })
+            .await?,
+            deliveries: delete_in_batches(HISTORY_BATCH, || async {
+                let mut conn = self.conn().await?;
+                retention::delete_old_deliveries(
+                    &mut conn,
+                    keep.keep_deliveries,
+                    keep_since,
+                    HISTORY_BATCH,
+                )
+                .await
+            })
+            .await?,
+            audit: delete_in_batches(HISTORY_BATCH, || async {
+                let mut conn = self.conn().await?;
+                retention::delete_old_audit(&mut conn, keep.keep_audit, audit_since, HISTORY_BATCH)
+                    .await
+            })
+            .await?,
+        })
     }
 }
 

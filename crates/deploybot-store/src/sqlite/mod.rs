@@ -16,6 +16,7 @@ mod jobs;
 mod leases;
 mod logs;
 mod pool;
+mod retention;
 mod schema;
 mod writer;
 
@@ -26,15 +27,21 @@ use async_trait::async_trait;
 use deploybot_wire::{Agent, AuditEntry, Delivery, Job, TokenInfo};
 use rusqlite::Connection;
 
+use crate::batches::delete_in_batches;
 use crate::{
-    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs, HostJobs,
-    JobFilter, LogFilter, NewAudit, NewDelivery, NewJob, NewRegistration, NewToken, Registered,
-    ReportOutcome, StatusReport, Store, StoreError,
+    AgentCredential, AppendedLogs, Beat, Claim, DeliveryOutcome, Enqueued, HeldJobs,
+    HistoryRetention, HostJobs, JobFilter, LogFilter, NewAudit, NewDelivery, NewJob,
+    NewRegistration, NewToken, PrunedHistory, Registered, ReportOutcome, StatusReport, Store,
+    StoreError,
 };
 use deploybot_wire::{LogEntry, LogLine, Timestamp};
 
 /// Lines one pruning write deletes at most: keeps each write short.
 const PRUNE_BATCH: u32 = 2000;
+/// Jobs, deliveries or audit entries deleted per write when pruning history.
+const HISTORY_BATCH: u32 = 500;
+/// Free pages returned to the file system per write.
+const VACUUM_PAGES: u32 = 1000;
 use pool::ReadPool;
 use writer::Writer;
 
@@ -84,6 +91,27 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Makes the file one whose free pages can be given back to the file
+/// system a few at a time (`PRAGMA incremental_vacuum`, after pruning).
+/// A file made without it is rebuilt once (`VACUUM`), which takes a while
+/// on a large file.
+fn incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
+    if mode != INCREMENTAL {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        let has_tables: bool =
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master)", [], |row| {
+                row.get(0)
+            })?;
+        if has_tables {
+            tracing::info!("rebuilding the database once so pruning can shrink it (VACUUM)");
+        }
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -100,6 +128,7 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(path).map_err(cannot_open)?;
         configure(&conn)?;
+        incremental_vacuum(&conn)?;
         schema::migrate(&mut conn)?;
         let writer = Writer::start(conn)?;
 
@@ -443,19 +472,61 @@ impl Store for SqliteStore {
             .await?;
         let mut deleted = 0;
         for job_id in jobs {
-            loop {
+            deleted += delete_in_batches(PRUNE_BATCH, || {
                 let id = job_id.clone();
-                let gone = self
-                    .writer
+                self.writer
                     .write(move |conn| logs::delete_of_job(conn, &id, PRUNE_BATCH))
-                    .await?;
-                deleted += gone;
-                if gone < u64::from(PRUNE_BATCH) {
-                    break;
-                }
-            }
+            })
+            .await?;
         }
         Ok(deleted)
+    }
+
+    async fn prune_history(&self, keep: HistoryRetention) -> Result<PrunedHistory, StoreError> {
+        let keep_since = to_ms(keep.keep_since);
+        let audit_since = to_ms(keep.audit_since);
+        // Each batch is its own write: the webhooks and heartbeats queued
+        // behind it wait for one batch, never for the whole pruning.
+        let pruned = PrunedHistory {
+            jobs: delete_in_batches(HISTORY_BATCH, || {
+                self.writer.write(move |conn| {
+                    retention::delete_old_jobs(conn, keep.keep_jobs, keep_since, HISTORY_BATCH)
+                })
+            })
+            .await?,
+            deliveries: delete_in_batches(HISTORY_BATCH, || {
+                self.writer.write(move |conn| {
+                    retention::delete_old_deliveries(
+                        conn,
+                        keep.keep_deliveries,
+                        keep_since,
+                        HISTORY_BATCH,
+                    )
+                })
+            })
+            .await?,
+            audit: delete_in_batches(HISTORY_BATCH, || {
+                self.writer.write(move |conn| {
+                    retention::delete_old_audit(conn, keep.keep_audit, audit_since, HISTORY_BATCH)
+                })
+            })
+            .await?,
+        };
+        self.give_back_free_pages().await?;
+        Ok(pruned)
+    }
+}
+
+impl SqliteStore {
+    /// Returns the pages pruning freed to the file system, a few at a time.
+    async fn give_back_free_pages(&self) -> Result<(), StoreError> {
+        let free = self.readers.read(retention::free_pages).await?;
+        for _ in 0..free.div_ceil(u64::from(VACUUM_PAGES)) {
+            self.writer
+                .write(|conn| retention::vacuum_some(conn, VACUUM_PAGES))
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -246,7 +246,7 @@ pub async fn apps(ctx: &Ctx) -> Result<()> {
 fn verdict_paint(verdict: DeliveryVerdict) -> Paint {
     match verdict {
         DeliveryVerdict::Queued => Paint::Green,
-        DeliveryVerdict::NoMatch => Paint::Yellow,
+        DeliveryVerdict::NoMatch | DeliveryVerdict::Stale => Paint::Yellow,
         DeliveryVerdict::Ping | DeliveryVerdict::IgnoredEvent | DeliveryVerdict::Deleted => {
             Paint::Dim
         }
