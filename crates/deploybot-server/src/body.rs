@@ -20,14 +20,27 @@ use crate::error::ApiError;
 
 /// The budget of all bodies being read at once.
 #[derive(Clone)]
-pub struct BodyBudget(Arc<Semaphore>);
+pub struct BodyBudget {
+    available: Arc<Semaphore>,
+    total: usize,
+}
 
 /// Bytes of the budget, held until dropped.
 pub struct Reserved(Option<OwnedSemaphorePermit>);
 
 impl BodyBudget {
     pub fn new(bytes: usize) -> Self {
-        BodyBudget(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+        let total = bytes.min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            available: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes held by bodies being read now.
+    pub fn in_use(&self) -> usize {
+        self.total
+            .saturating_sub(self.available.available_permits())
     }
 
     /// Adds `bytes` to `reserved`, or refuses: the budget is spent.
@@ -37,7 +50,7 @@ impl BodyBudget {
         }
         let permits = u32::try_from(bytes).map_err(|_| spent())?;
         let permit = self
-            .0
+            .available
             .clone()
             .try_acquire_many_owned(permits)
             .map_err(|_| spent())?;

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     pub connections_open: Gauge,
     pub connections_refused: Counter,
+    /// Bytes of request bodies being read (their shared budget in use).
+    pub request_body_bytes: Gauge,
     pub agents: Family<AgentLabels, Gauge>,
     pub queue_depth: Family<HostLabels, Gauge>,
     pub http_requests: Family<ResponseLabels, Counter>,
@@ -103,6 +105,7 @@ impl Default for Metrics {
             sse_clients: Gauge::default(),
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
+            request_body_bytes: Gauge::default(),
             agents: Family::default(),
             queue_depth: Family::default(),
             http_requests: Family::default(),
@@ -188,6 +191,11 @@ impl Default for Metrics {
             "database_errors",
             "Database failures answered 503",
             DATABASE_ERRORS.clone(),
+        );
+        registry.register(
+            "request_body_bytes",
+            "Bytes of request bodies being read, out of --body-memory-mib",
+            metrics.request_body_bytes.clone(),
         );
         registry.register(
             "request_bodies_refused",

@@ -107,5 +107,9 @@ async fn refresh_state_gauges(state: &AppState) -> Result<(), ApiError> {
             .get_or_create(&HostLabels { host })
             .set(count);
     }
+    state
+        .metrics
+        .request_body_bytes
+        .set(i64::try_from(state.body_budget.in_use()).unwrap_or(i64::MAX));
     Ok(())
 }
