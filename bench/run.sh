@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # DeployBot benchmarks (see BENCHMARKS.md). Usage:
-#   bench/run.sh [scenario...]     scenarios: ingest dispatch logs idle agent cluster
-#                                  (default: all but cluster, which needs PostgreSQL)
+#   bench/run.sh [scenario...]     scenarios: ingest dispatch logs idle agent cluster soak
+#                                  (default: all but cluster, which needs PostgreSQL,
+#                                  and soak, which takes an hour)
 # Env: RUNS (default 3), SECONDS_PER_RUN (default 10), CARGO_TARGET_DIR (honoured),
-#      BENCH_BIN (a directory holding deploybot and deploybot-loadgen: no build).
+#      BENCH_BIN (a directory holding deploybot and deploybot-loadgen: no build),
+#      SOAK_MINUTES (default 60).
 # Release builds; one controller per scenario on a fresh SQLite file in a temp
 # dir; load from deploybot-loadgen over loopback; medians of RUNS runs, with
 # the disk's fsync latency printed next to each run.
@@ -42,6 +44,9 @@ trap cleanup EXIT
     echo "  - {name: web, repo: acme/web, hosts: [web-01, web-02], deploy: {command: [./deploy.sh]}}"
     printf "  - {name: fleet, repo: acme/fleet, deploy: {command: [./deploy.sh]}, hosts: ["
     for i in $(seq 0 99); do printf "bench-agent-%s%s" "$i" "$([ "$i" = 99 ] || echo ", ")"; done
+    echo "]}"
+    printf "  - {name: soak, repo: acme/soak, deploy: {command: [./deploy.sh]}, hosts: ["
+    for i in $(seq 0 19); do printf "soak-agent-%s%s" "$i" "$([ "$i" = 19 ] || echo ", ")"; done
     echo "]}"
 } > "$work/apps.yaml"
 
@@ -252,6 +257,32 @@ agent() {
     echo "  RSS: $(rss "$agent_pid"); CPU over 30 s idle: $((after - before)) ticks of 1/$(getconf CLK_TCK) s"
     kill "$agent_pid"
     wait "$agent_pid" || true
+    stop_server
+}
+
+soak() {
+    local minutes=${SOAK_MINUTES:-60}
+    echo "== soak: $minutes minutes of 20 agents running every job (5 lines of output each),"
+    echo "   a push every 2 s (20 jobs each), a log-stream client every 5 s for 3 s"
+    start_server
+    sleep 1
+    echo "  RSS at start: $(rss "$server")"
+    "$bin/deploybot-loadgen" --addr "$addr" --duration "$((minutes * 60))s" soak \
+        --report-every 60s > "$work/soak" &
+    local soaker=$! minute=0
+    while kill -0 "$soaker" 2>/dev/null; do
+        sleep 60
+        minute=$((minute + 1))
+        # Every minute for the record; the marks BENCHMARKS.md quotes on screen.
+        echo "$minute $(rss "$server")" >> "$work/soak-rss"
+        case $minute in 1|5|10|20|30|40|50|60|90|120) echo "  minute $minute: RSS $(rss "$server"); $(tail -1 "$work/soak")";; esac
+    done
+    wait "$soaker"
+    tail -2 "$work/soak"
+    echo "  RSS right after the load: $(rss "$server")"
+    sleep 120
+    echo "  RSS two minutes later, idle: $(rss "$server")"
+    echo "  database: $(du -h "$data/deploybot.db" | cut -f1), $(sqlite3 "$data/deploybot.db" "SELECT count(*) FROM jobs" 2>/dev/null || echo "?") jobs"
     stop_server
 }
 

@@ -11,6 +11,7 @@ mod dispatch;
 mod fsync;
 mod idle;
 mod logs;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -104,6 +105,23 @@ enum Load {
         #[arg(long, default_value = "acme/fleet")]
         repo: String,
     },
+    /// A long run (`--duration`, e.g. 3600s): long-polling agents running
+    /// every job (output, then success), a push every `--push-every`, log
+    /// stream clients coming and going (soak benchmark).
+    Soak {
+        #[arg(long, env = "DEPLOYBOT_WEBHOOK_SECRET")]
+        secret: String,
+        /// Agents (hostnames soak-agent-N; the app must list them).
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        #[arg(long, default_value = "acme/soak")]
+        repo: String,
+        #[arg(long, default_value = "2s", value_parser = humantime_secs)]
+        push_every: Duration,
+        /// How often to print progress.
+        #[arg(long, default_value = "60s", value_parser = humantime_secs)]
+        report_every: Duration,
+    },
     /// Holds many idle long-polls open for `--duration` (memory benchmark).
     Idle {
         /// Agents to register and long-poll with (hostnames idle-agent-N).
@@ -175,6 +193,24 @@ async fn main() -> anyhow::Result<()> {
             repo,
         } => logs::run(&cli.addr, &secret, jobs, batch, rate, &repo, cli.duration).await,
         Load::Idle { agents } => idle::run(&cli.addr, agents, cli.duration).await,
+        Load::Soak {
+            secret,
+            agents,
+            repo,
+            push_every,
+            report_every,
+        } => {
+            soak::run(soak::Soak {
+                addr: &cli.addr,
+                secret: &secret,
+                agents,
+                repo: &repo,
+                push_every,
+                duration: cli.duration,
+                report_every,
+            })
+            .await
+        }
         Load::Heartbeats { agents, prefix } => {
             let agents = Arc::new(register_agents(&cli.addr, &prefix, agents).await?);
             let make = move |conn: usize| {
