@@ -184,10 +184,15 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
         }
     }
 
-    let branches = raw
-        .branches
-        .map(|patterns| compile_patterns(c, &label, "branches", patterns));
     let tags = compile_patterns(c, &label, "tags", raw.tags);
+    // An app that lists tags and omits branches deploys releases: a branch
+    // push must not supersede them. Only an app with neither follows every
+    // branch.
+    let branches = match raw.branches {
+        Some(patterns) => Some(compile_patterns(c, &label, "branches", patterns)),
+        None if !tags.is_empty() => Some(Vec::new()),
+        None => None,
+    };
 
     let (deploy, secrets) = match raw.deploy {
         Some(deploy) => {

@@ -39,7 +39,8 @@ pub struct App {
     pub repo: String,
     pub hosts: Vec<String>,
     pub deploy_on_push: bool,
-    /// Branch patterns; `None` means every branch.
+    /// Branch patterns; `None` means every branch, empty means none (also
+    /// what an app that lists `tags` and omits `branches` gets).
     pub branches: Option<Vec<glob::Pattern>>,
     /// Tag patterns; empty means tag pushes never deploy.
     pub tags: Vec<glob::Pattern>,

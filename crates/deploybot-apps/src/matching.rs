@@ -119,6 +119,31 @@ impl fmt::Display for PairingError {
 
 impl std::error::Error for PairingError {}
 
+impl App {
+    /// What pushes the app deploys, in one phrase (`config check` and
+    /// `explain` print it, so an omitted key's meaning is said).
+    pub fn push_rule(&self) -> String {
+        if !self.deploy_on_push {
+            return "deploys no pushes (deploy_on_push is off)".into();
+        }
+        let tags = if self.tags.is_empty() {
+            "no tags".to_owned()
+        } else {
+            format!("tags {}", list(&self.tags))
+        };
+        match &self.branches {
+            None => format!("deploys pushes to every branch and {tags}"),
+            Some(patterns) if patterns.is_empty() && self.tags.is_empty() => {
+                "deploys no pushes (branches is empty and no tags are listed)".into()
+            }
+            Some(patterns) if patterns.is_empty() => {
+                format!("deploys {tags} only, no branch pushes (it lists tags and no branches)")
+            }
+            Some(patterns) => format!("deploys pushes to branches {} and {tags}", list(patterns)),
+        }
+    }
+}
+
 impl AppsConfig {
     /// The apps a push of `git_ref` (`refs/heads/…` or `refs/tags/…`) to
     /// `repo` deploys, and why the repo's other apps don't.
@@ -135,6 +160,12 @@ impl AppsConfig {
             }
             match classify(git_ref) {
                 PushedRef::Branch(branch) => match &app.branches {
+                    Some(patterns) if patterns.is_empty() => {
+                        plan.skipped.push(skip(format!(
+                            "branch {branch} not deployed: {}",
+                            app.push_rule()
+                        )));
+                    }
                     Some(patterns) if !matches_any(patterns, branch) => {
                         plan.skipped.push(skip(format!(
                             "branch {branch} matches none of branches {}",

@@ -146,6 +146,54 @@ fn branch_pushes_match_branch_globs_only() {
     );
 }
 
+// A release app (tags, no branches) must not deploy `main`: a branch push
+// would supersede the pending release and production would get `main`.
+#[test]
+fn an_app_listing_only_tags_deploys_no_branch_pushes() {
+    let text = r#"
+apps:
+  - name: release
+    repo: acme/web
+    hosts: [web-01]
+    tags: ["v*"]
+    deploy: {command: [./deploy]}
+  - name: nothing
+    repo: acme/web
+    hosts: [web-01]
+    branches: []
+    deploy: {command: [./deploy]}
+  - name: preview
+    repo: acme/web
+    hosts: [web-02]
+    deploy: {command: [./deploy]}
+"#;
+    let config = AppsConfig::parse(text, "apps.yaml").unwrap();
+    let names = |git_ref: &str| -> Vec<String> {
+        config
+            .plan_push("acme/web", git_ref)
+            .targets
+            .iter()
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    assert_eq!(names("refs/heads/main"), ["preview"]);
+    assert_eq!(names("refs/tags/v1.2.0"), ["release"]);
+    let plan = config.plan_push("acme/web", "refs/heads/main");
+    assert_eq!(
+        plan.skipped[0].reason,
+        "branch main not deployed: deploys tags [v*] only, no branch pushes (it lists tags and no branches)"
+    );
+    let rules: Vec<String> = config.apps().iter().map(|a| a.push_rule()).collect();
+    assert_eq!(
+        rules,
+        [
+            "deploys tags [v*] only, no branch pushes (it lists tags and no branches)",
+            "deploys no pushes (branches is empty and no tags are listed)",
+            "deploys pushes to every branch and no tags",
+        ]
+    );
+}
+
 #[test]
 fn skipped_apps_say_why() {
     let config = AppsConfig::parse(GOOD, "apps.yaml").unwrap();

@@ -857,7 +857,12 @@ proptest! {
                 .branches
                 .as_ref()
                 .map(|ps| ps.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>());
-            prop_assert_eq!(&branches, &spec.branches);
+            // Tags listed and branches omitted: no branch pushes.
+            let expected = match &spec.branches {
+                None if !spec.tags.is_empty() => Some(Vec::new()),
+                other => other.clone(),
+            };
+            prop_assert_eq!(&branches, &expected);
             let tags: Vec<&str> = app.tags.iter().map(|p| p.as_str()).collect();
             prop_assert_eq!(tags, spec.tags.iter().map(String::as_str).collect::<Vec<_>>());
             prop_assert_eq!(&app.deploy.command, &spec.command);

@@ -10,7 +10,8 @@ pub struct AppInfo {
     pub repo: String,
     pub hosts: Vec<String>,
     pub deploy_on_push: bool,
-    /// Branch patterns; absent: every branch.
+    /// Branch patterns; absent: every branch; empty: none (an app that lists
+    /// `tags` and omits `branches` shows `[]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branches: Option<Vec<String>>,
     /// Tag patterns; empty: tag pushes never deploy.
@@ -37,6 +38,10 @@ pub struct AppsResponse {
 pub struct ExplainTarget {
     pub app: String,
     pub hosts: Vec<String>,
+    /// What pushes the app deploys, from its `branches`, `tags` and
+    /// `deploy_on_push` (omitted keys included).
+    #[serde(default)]
+    pub push_rule: String,
 }
 
 /// An app of the pushed repository that a push would not deploy, and why.
@@ -44,6 +49,9 @@ pub struct ExplainTarget {
 pub struct ExplainSkipped {
     pub app: String,
     pub reason: String,
+    /// What pushes the app deploys.
+    #[serde(default)]
+    pub push_rule: String,
 }
 
 /// Answer of `GET /v1/explain?repo=&ref=`: what a push would do, from the

@@ -9,6 +9,7 @@
 mod agent;
 #[cfg(target_os = "linux")]
 mod allocator;
+#[macro_use]
 mod cli;
 mod dev;
 mod logging;
@@ -102,7 +103,10 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Config { command } => match command {
             ConfigCommand::Example => {
-                print!("{}", deploybot_server::settings::example_config());
+                cli::write_stdout(format_args!(
+                    "{}",
+                    deploybot_server::settings::example_config()
+                ));
                 Ok(())
             }
             ConfigCommand::Check { file } => check_apps(&file),
@@ -133,9 +137,10 @@ fn describe(err: &anyhow::Error) -> String {
 
 fn check_apps(file: &std::path::Path) -> anyhow::Result<()> {
     let config = deploybot_apps::AppsConfig::load(file)?;
-    println!("{}: ok, {} app(s)", file.display(), config.apps().len());
+    outln!("{}: ok, {} app(s)", file.display(), config.apps().len());
     for app in config.apps() {
-        println!("  {} ({}) → {}", app.name, app.repo, app.hosts.join(", "));
+        outln!("  {} ({}) → {}", app.name, app.repo, app.hosts.join(", "));
+        outln!("    {}", app.push_rule());
     }
     Ok(())
 }

@@ -116,12 +116,17 @@ pub async fn explain(
             .map(|app| ExplainTarget {
                 app: app.name.clone(),
                 hosts: app.hosts.clone(),
+                push_rule: app.push_rule(),
             })
             .collect(),
         skipped: plan
             .skipped
             .into_iter()
             .map(|s| ExplainSkipped {
+                push_rule: config
+                    .app(&s.app)
+                    .map(|a| a.push_rule())
+                    .unwrap_or_default(),
                 app: s.app,
                 reason: s.reason,
             })

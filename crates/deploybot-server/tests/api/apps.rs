@@ -57,6 +57,15 @@ async fn explain_names_the_targets_of_a_push_and_why_others_are_skipped() {
         "{feature:?}"
     );
     assert_eq!(docs.skipped[0].reason, "deploy_on_push is off");
+    // Each app's rule is said, so an omitted key's meaning is visible.
+    assert_eq!(
+        main.targets[0].push_rule,
+        "deploys pushes to branches [main, release/*] and tags [v*]"
+    );
+    assert_eq!(
+        docs.skipped[0].push_rule,
+        "deploys no pushes (deploy_on_push is off)"
+    );
     assert!(unknown.message.contains("no app"), "{}", unknown.message);
 }
 

@@ -30,36 +30,37 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     let up = std::time::Duration::from_secs(status.uptime_secs);
-    println!(
+    outln!(
         "controller  {}  version {}, up {}",
         ctx.client.url(&[], &[]),
         output::escape_cell(&status.version),
         uptime(up)
     );
-    println!(
+    outln!(
         "database    {}, {}",
         output::escape_cell(&status.database_kind),
         output::escape_cell(&status.database)
     );
-    println!("apps        {}", status.apps);
-    println!(
+    outln!("apps        {}", status.apps);
+    outln!(
         "agents      {} online of {}",
-        status.agents_online, status.agents_total
+        status.agents_online,
+        status.agents_total
     );
     let pending = if status.jobs_pending >= 1000 {
         "1000+".to_owned()
     } else {
         status.jobs_pending.to_string()
     };
-    println!(
+    outln!(
         "jobs        {pending} pending, {} running",
         status.jobs_running
     );
     if status.recent_failures.is_empty() {
-        println!("failures    none recently");
+        outln!("failures    none recently");
         return Ok(());
     }
-    println!("recent failures:");
+    outln!("recent failures:");
     let now = output::now();
     let ids: Vec<&str> = status
         .recent_failures
@@ -299,13 +300,14 @@ pub async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<()> {
     if answer.targets.is_empty() && answer.skipped.is_empty() {
         return Ok(());
     }
-    let mut table = Table::new(&["APP", "DEPLOYS", "HOSTS", "WHY NOT"]);
+    let mut table = Table::new(&["APP", "DEPLOYS", "HOSTS", "WHY NOT", "ITS RULE"]);
     for target in &answer.targets {
         table.row(vec![
             Cell::new(&target.app),
             Cell::painted("yes", Paint::Green),
             Cell::new(target.hosts.join(", ")),
             Cell::none(),
+            Cell::new(&target.push_rule),
         ]);
     }
     for skipped in &answer.skipped {
@@ -314,6 +316,7 @@ pub async fn explain(ctx: &Ctx, args: ExplainArgs) -> Result<()> {
             Cell::painted("no", Paint::Yellow),
             Cell::none(),
             Cell::new(&skipped.reason),
+            Cell::new(&skipped.push_rule),
         ]);
     }
     outln!();

@@ -46,6 +46,22 @@ fn config_check_accepts_a_valid_file() {
 }
 
 #[test]
+fn config_check_says_what_an_app_that_lists_only_tags_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path().join("apps.yaml"),
+        "apps:\n  - name: release\n    repo: acme/web\n    hosts: [web-01]\n    tags: [\"v*\"]\n    deploy: {command: [./deploy]}\n",
+    );
+    let out = check(dir.path(), "apps.yaml");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("deploys tags [v*] only, no branch pushes (it lists tags and no branches)"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn config_check_reports_an_unknown_key_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path().join("apps.yaml"), UNKNOWN_KEY_YAML);
