@@ -24,6 +24,7 @@ use crate::job::{JobSettings, RunningJob, StopReason};
 use crate::policy::Policy;
 use crate::report;
 use crate::{AgentConfig, AgentError};
+use crate::{orphans, state_lock};
 
 /// The goodbye heartbeat (draining, nothing running) is a courtesy: it must
 /// not hold up a shutdown when the controller is away.
@@ -45,8 +46,26 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let client = Client::new(&config.controller, config.ca_cert.as_deref())?;
+    let _lock = state_lock::acquire(&config.state_dir)?;
     let mut shutdown = pin!(shutdown);
     let saved = identity::load(&config.state_dir);
+    // Before registering (which would mark a job we ran lost) and before
+    // any new work: what a killed run of ours left is stopped and reported.
+    let state_dir = config.state_dir.clone();
+    let leftovers = tokio::task::spawn_blocking(move || orphans::stop_leftovers(&state_dir))
+        .await
+        .unwrap_or_default();
+    if !leftovers.is_empty() {
+        let own = saved.as_ref().and_then(|saved| {
+            saved
+                .token_for(&config.hostname, client.base().as_str())
+                .cloned()
+        });
+        if own.is_some() {
+            client.set_token(own);
+        }
+        report::leftovers(&client, leftovers).await;
+    }
     if let Some(saved) = &saved {
         tracing::debug!(agent = %saved.id, host = %saved.hostname, "last known identity");
     }
@@ -207,6 +226,7 @@ async fn heartbeat_loop(
         .into();
     let settings = |identity: &Identity| JobSettings {
         client: client.clone(),
+        state_dir: config.state_dir.clone(),
         agent_id: identity.id.clone(),
         kill_grace: config.kill_grace,
         policy: policy.clone(),

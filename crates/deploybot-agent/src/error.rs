@@ -30,6 +30,20 @@ pub enum AgentError {
     /// or used up) or 403 (a valid token, but not an enrollment token).
     #[error("the controller refused the enrollment token ({status}): {message}")]
     EnrollmentTokenRefused { status: u16, message: String },
+    /// Another agent (still running) uses this state directory.
+    #[error(
+        "the state directory {} is in use by another agent{}; run one agent per state directory (--state-dir)",
+        path.display(),
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    StateDirInUse { path: PathBuf, pid: Option<u32> },
+    /// The state directory cannot be created or locked.
+    #[error("cannot use the state directory {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The state directory or the identity file in it could not be written.
     #[error("cannot write the agent identity {}: {source}", path.display())]
     Identity {

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Client, Token, TraceParent};
+use crate::orphans;
 use crate::output::{self, RawLine};
 use crate::policy::Policy;
 use crate::redact::Redactor;
@@ -41,6 +42,8 @@ pub(crate) enum StopReason {
 #[derive(Debug, Clone)]
 pub(crate) struct JobSettings {
     pub(crate) client: Client,
+    /// Where running deploys are recorded (see `orphans`).
+    pub(crate) state_dir: std::path::PathBuf,
     pub(crate) agent_id: String,
     pub(crate) kill_grace: Duration,
     /// `None`: every job runs its controller's deploy spec.
@@ -187,6 +190,15 @@ async fn supervise(
         stdout,
         stderr,
     } = spawned;
+    // Until the group is gone: should the agent be killed meanwhile, its
+    // next start kills what is left (see `orphans`).
+    let recorded = orphans::record(
+        &settings.state_dir,
+        &job.id,
+        pgid,
+        job.lease,
+        &settings.agent_id,
+    );
     let (tx, rx) = mpsc::channel(LINE_CHANNEL);
     let mut readers = JoinSet::new();
     let secret_len = redactor.longest();
@@ -218,6 +230,7 @@ async fn supervise(
     // Whatever the command left behind in its group would otherwise hold
     // our pipes open (and run on, unsupervised).
     runner::signal_group(pgid, libc::SIGKILL);
+    drop(recorded);
     if tokio::time::timeout(DRAIN_TIMEOUT, async {
         while readers.join_next().await.is_some() {}
     })

@@ -14,6 +14,8 @@
 //! - `client.rs`: the controller's HTTP API and the agent token it sends;
 //!   `backoff.rs`: retry delays; `identity.rs`: `state_dir/agent.json` (the
 //!   agent's id and token).
+//! - `state_lock.rs`: one agent per state directory; `orphans.rs`: the
+//!   records of running deploys, and killing what a killed agent left.
 //! - `policy.rs`: the host's policy file: which apps may deploy here, and
 //!   commands that replace the controller's.
 //!
@@ -33,11 +35,13 @@ mod client;
 mod error;
 mod identity;
 mod job;
+mod orphans;
 mod output;
 mod policy;
 mod redact;
 mod report;
 mod runner;
+mod state_lock;
 mod uploader;
 
 use std::future::Future;
@@ -68,7 +72,8 @@ pub struct AgentConfig {
     pub controller: Url,
     /// The host this agent deploys to, as apps.yaml names it.
     pub hostname: String,
-    /// Where the agent keeps `agent.json` (created if missing).
+    /// Where the agent keeps `agent.json`, its lock and the records of
+    /// running deploys (created if missing; one agent per directory).
     pub state_dir: PathBuf,
     pub capabilities: Vec<String>,
     /// Long-poll wait of each heartbeat. Keep it well under the controller's
@@ -119,7 +124,8 @@ impl AgentConfig {
 /// An unreachable controller is waited for, never an error: the error cases
 /// are a controller URL that cannot work, a registration the controller
 /// refuses at start (unless an agent token saved by an earlier run lets the
-/// agent carry on), and a state directory that cannot be written.
+/// agent carry on), and a state directory that cannot be written or that
+/// another agent uses.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,

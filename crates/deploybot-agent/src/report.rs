@@ -11,9 +11,14 @@ use std::time::Duration;
 use deploybot_wire::{Job, JobStatus, UpdateJobStatusRequest};
 
 use crate::backoff::Backoff;
-use crate::client::TraceParent;
+use crate::client::{Client, TraceParent};
 use crate::job::JobSettings;
+use crate::orphans::Leftover;
 use crate::output::Tail;
+
+/// How long the report of a previous run's deploy may take: the agent does
+/// not start before it is done.
+const LEFTOVER_REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a job ended, as reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +119,38 @@ pub(crate) async fn report(
             Err(err) => {
                 tracing::warn!(error = %err, "the controller refused the deploy's report");
                 return;
+            }
+        }
+    }
+}
+
+/// Reports the deploys a killed run of this agent left (see `orphans`),
+/// once each: a controller that cannot take the report now marks the job
+/// lost when the agent registers, which says as much.
+pub(crate) async fn leftovers(client: &Client, leftovers: Vec<Leftover>) {
+    for leftover in leftovers {
+        let request = UpdateJobStatusRequest {
+            status: JobStatus::Failed,
+            error: Some(leftover.error()),
+            exit_code: None,
+            agent_id: Some(leftover.record.agent_id.clone()),
+            lease: leftover.record.lease,
+        };
+        let job = &leftover.record.job_id;
+        match tokio::time::timeout(
+            LEFTOVER_REPORT_TIMEOUT,
+            client.update_status(job, None, &request),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!(%job, killed = leftover.killed, "reported the deploy the agent's previous run left");
+            }
+            Ok(Err(err)) => {
+                tracing::info!(%job, error = %err, "the controller did not take the report of the previous run's deploy");
+            }
+            Err(_) => {
+                tracing::warn!(%job, "cannot report the previous run's deploy: no answer");
             }
         }
     }

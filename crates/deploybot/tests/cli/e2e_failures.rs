@@ -9,7 +9,7 @@ use tokio::task::block_in_place;
 
 use crate::common::{
     AgentProcess, GroupGuard, JobStream, agent_command, app_entry, controller_and_agent,
-    group_members, is_alive, ok_json, read_pid, sha, wait_gone, write_apps, write_script,
+    group_members, is_alive, ok_json, read_pid, run, sha, wait_gone, write_apps, write_script,
 };
 
 /// Long enough that a busy machine never loses a lease by accident.
@@ -66,7 +66,8 @@ async fn a_failing_script_fails_the_job_with_its_exit_code_and_last_lines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_agent_is_killed_becomes_lost_and_a_restarted_agent_runs_the_next_one() {
+async fn a_job_whose_agent_is_killed_becomes_lost_and_the_restarted_agent_kills_it_and_runs_the_next_one()
+ {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let script = root.join("deploy.sh");
@@ -120,7 +121,7 @@ async fn a_job_whose_agent_is_killed_becomes_lost_and_a_restarted_agent_runs_the
     );
     // Nobody runs the queued job meanwhile…
     assert_eq!(server.get_job(&second).await.status, JobStatus::Pending);
-    // …and the orphaned deploy runs on: nothing was left to stop it.
+    // …and the orphaned deploy runs on while no agent is there to stop it.
     assert!(is_alive(pgid), "the orphaned deploy script");
 
     // The agent comes back (same host, same state directory).
@@ -130,6 +131,18 @@ async fn a_job_whose_agent_is_killed_becomes_lost_and_a_restarted_agent_runs_the
     assert_eq!(
         restarted.id, agent.id,
         "the same hostname keeps its agent id"
+    );
+    // Before it registered, it killed what its previous run left running.
+    if let Err(err) = wait_gone(&[pgid], pgid, REAP).await {
+        panic!("the restarted agent left the orphaned deploy running: {err}");
+    }
+    assert!(
+        restarted
+            .log
+            .text()
+            .contains("a deploy of the agent's previous run is still running; killing it"),
+        "{}",
+        restarted.log.text()
     );
     let mut second_stream = JobStream::open(&server, &second).await;
     let status = second_stream.wait_for_final().await;
@@ -143,11 +156,89 @@ async fn a_job_whose_agent_is_killed_becomes_lost_and_a_restarted_agent_runs_the
     assert_eq!(done.assigned_agent.as_deref(), Some(restarted.id.as_str()));
     // The lost job stays lost.
     assert_eq!(server.get_job(&first).await.status, JobStatus::Lost);
+    drop(orphan);
+}
 
-    orphan.kill();
-    if let Err(err) = wait_gone(&[pgid], pgid, REAP).await {
-        panic!("the orphaned deploy survived SIGKILL of its group: {err}");
+// Restarted within the lease, the agent reports the job its previous run
+// left (instead of it turning `lost` a minute later), after killing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_after_kill_9_kills_its_leftover_deploy_and_reports_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let script = root.join("deploy.sh");
+    write_script(
+        &script,
+        &format!(
+            "echo $$ > \"{root}/deploy.pid\"\n\
+             sleep 120 &\n\
+             echo $! > \"{root}/child.pid\"\n\
+             echo 'sleeping'\n\
+             wait\n",
+            root = root.display(),
+        ),
+    );
+    write_apps(
+        root,
+        &[app_entry("web", "acme/web", "web-01", &script, None)],
+    );
+    let (server, mut agent) = block_in_place(|| controller_and_agent(root, "60s", "2s"));
+    server.wait_agent_idle("web-01", &agent.id).await;
+    let job = server
+        .push_one("kill9-restart", "acme/web", "refs/heads/main", &sha(1))
+        .await;
+    let mut stream = JobStream::open(&server, &job).await;
+    stream.wait_for_line("sleeping").await;
+    let pgid = read_pid(root.join("deploy.pid"));
+    let child = read_pid(root.join("child.pid"));
+    let _orphan = GroupGuard(pgid);
+
+    block_in_place(|| agent.kill9());
+    assert!(is_alive(child), "the deploy runs on without its agent");
+    let _restarted = block_in_place(|| {
+        AgentProcess::start(agent_command(root, &server.address, "web-01", "2s"))
+    });
+    if let Err(err) = wait_gone(&[pgid, child], pgid, REAP).await {
+        panic!("the restarted agent left the deploy running: {err}");
     }
+    let reported = server.get_job(&job).await;
+    assert_eq!(reported.status, JobStatus::Failed, "{reported:?}");
+    assert_eq!(
+        reported.error.as_deref(),
+        Some(
+            format!(
+                "the agent stopped (killed or crashed) while this deploy was running; \
+                 when it started again it killed what was left of the deploy (process group {pgid})"
+            )
+            .as_str()
+        ),
+        "{reported:?}"
+    );
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_refuses_to_start_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_apps(
+        root,
+        &[app_entry(
+            "web",
+            "acme/web",
+            "web-01",
+            &root.join("deploy.sh"),
+            None,
+        )],
+    );
+    let (server, first) = controller_and_agent(root, LEASE, "2s");
+    let second = run(agent_command(root, &server.address, "web-01", "2s"));
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert!(
+        second.stderr.contains(&format!(
+            "is in use by another agent (pid {}); run one agent per state directory (--state-dir)",
+            first.pid
+        )),
+        "{second:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
