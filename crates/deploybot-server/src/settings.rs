@@ -82,8 +82,8 @@ pub struct SettingsLayer {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrollment_token: Option<Secret>,
-    /// No authentication at all (the seed's open mode). Local experiments
-    /// only: anyone who reaches the port can deploy.
+    /// No authentication at all: anyone who reaches the port can deploy,
+    /// read every log and make tokens. Local experiments only.
     #[arg(long, env = "DEPLOYBOT_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), value_name = "BOOL")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_no_auth: Option<bool>,
@@ -244,7 +244,7 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     /// A configured enrollment token for agents (16+ characters).
     pub enrollment_token: Option<Secret>,
-    /// No authentication at all: the seed's open mode, for experiments.
+    /// No authentication at all, for local experiments.
     pub insecure_no_auth: bool,
     /// HTTPS: PEM certificate chain and private key (both or neither).
     pub tls_cert: Option<PathBuf>,
@@ -487,7 +487,8 @@ data_dir = "{DEFAULT_DATA_DIR}"
 # expiring, can be made with `POST /v1/tokens` (role "enroll").
 #                                                       env: DEPLOYBOT_ENROLLMENT_TOKEN
 # enrollment_token = "at-least-16-characters"
-# No authentication at all (the seed's open mode): local experiments only.
+# No authentication at all: anyone who reaches the port can deploy, read every
+# log and make tokens. Local experiments only.
 #                                                       env: DEPLOYBOT_INSECURE_NO_AUTH   flag: --insecure-no-auth
 insecure_no_auth = false
 

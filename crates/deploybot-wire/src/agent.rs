@@ -41,7 +41,7 @@ impl AgentStatus {
 
 /// What an agent says it can do, kept as it sent it: a list of names
 /// (`["docker", "linux"]`), or facts by name (`{"platform": "linux",
-/// "python_version": "3.11"}`, as the seed's example agent sends).
+/// "python_version": "3.11"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Capabilities {

@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 /// Every error answer: `{"error": {"code", "message"}, "detail"}`.
 ///
 /// `code` is stable and meant for programs; `message` is for people.
-/// `detail` repeats the message for clients written against the seed.
+/// `detail` repeats the message, for clients that read FastAPI's error shape.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,

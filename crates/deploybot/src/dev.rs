@@ -59,7 +59,7 @@ fn write_demo_files(dir: &Path, host: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn print_tour(addr: &str, secret: &str, admin_token: &str) {
-    println!(
+    outln!(
         r#"
 DeployBot is running: controller on http://{addr} (docs: http://{addr}/docs),
 with an agent for this machine. Authentication is on, as in production: this

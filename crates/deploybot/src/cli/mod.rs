@@ -12,10 +12,10 @@
 /// (`deploybot logs … | head`) instead of panicking.
 macro_rules! outln {
     () => {
-        $crate::cli::output::write_stdout(format_args!("\n"))
+        $crate::cli::write_stdout(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -39,6 +39,7 @@ use deploybot_wire::{JobStatus, TokenRole};
 
 pub use client::{CliError, Kind};
 use client::{Client, Result};
+pub use output::write_stdout;
 use output::{Paint, Style};
 
 /// Exit codes and where the URL and token come from: the top command's
@@ -494,7 +495,10 @@ pub struct Ctx {
 pub fn run(top: TopArgs, command: Command, whole: impl FnOnce() -> clap::Command) -> ExitCode {
     if let Command::Completions(args) = &command {
         let mut whole = whole();
-        clap_complete::generate(args.shell, &mut whole, "deploybot", &mut std::io::stdout());
+        // Into memory first: clap_complete panics when its writer fails.
+        let mut script = Vec::new();
+        clap_complete::generate(args.shell, &mut whole, "deploybot", &mut script);
+        write_stdout(format_args!("{}", String::from_utf8_lossy(&script)));
         return ExitCode::SUCCESS;
     }
     let global = top.under(command.global().unwrap_or(&GlobalArgs::default()));

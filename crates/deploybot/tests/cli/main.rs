@@ -13,6 +13,7 @@ mod client_errors;
 mod client_follow;
 mod client_login;
 mod client_tables;
+mod closed_stdout;
 mod cluster;
 mod cluster_proof;
 mod common;

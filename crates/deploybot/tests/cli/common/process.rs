@@ -76,6 +76,19 @@ pub fn run(mut cmd: Command) -> Finished {
     finish(child, &cmd)
 }
 
+/// Runs `cmd` with its stdout a pipe whose reader has already gone, as in
+/// `deploybot status | head -0`.
+pub fn run_into_closed_pipe(mut cmd: Command) -> Finished {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let child = cmd
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deploybot");
+    finish(child, &cmd)
+}
+
 /// Waits for `child` (its output piped) for at most [`DEADLINE`].
 pub(crate) fn finish(child: Child, cmd: &Command) -> Finished {
     let pid = child.id();

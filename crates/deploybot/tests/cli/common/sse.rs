@@ -23,6 +23,10 @@ impl EventStream {
             .client
             .get(api.url(path))
             .header("Accept", "text/event-stream")
+            // A stream lives as long as its test: each read has its own
+            // deadline instead of the client's per-request one (which would
+            // cut a stream read slowly on a busy machine).
+            .timeout(Duration::from_secs(3600))
             .send()
             .await
             .unwrap_or_else(|err| panic!("GET {path}: {err}"));
