@@ -260,7 +260,7 @@ async fn heartbeat_loop(
             () = client.refused(), if registered && job.is_some() => Step::Refused,
             () = &mut shutdown, if !draining => {
                 reap(&mut job).await;
-                tracing::info!(running = ?job.as_ref().map(|j| &j.id), "shutting down: taking no new jobs");
+                tracing::info!(running = job.as_ref().map(|j| j.id.as_str()), "shutting down: taking no new jobs");
                 draining = true;
                 if job.is_some() {
                     stop_at = Some(Instant::now() + config.shutdown_grace);

@@ -105,7 +105,7 @@ pub(crate) async fn report(
             .await
         {
             Ok(()) => {
-                tracing::info!(status = %request.status, exit_code = ?request.exit_code, "deploy reported");
+                tracing::info!(status = %request.status, exit_code = request.exit_code, "deploy reported");
                 return;
             }
             Err(err) if err.is_unauthorized() => {

@@ -95,7 +95,11 @@ pub mod job_env {
     pub const JOB_ID: &str = "DEPLOYBOT_JOB_ID";
     pub const APP: &str = "DEPLOYBOT_APP";
     pub const REPO: &str = "DEPLOYBOT_REPO";
+    /// The full ref: `refs/heads/main`, `refs/tags/v1.2.0`.
     pub const REF: &str = "DEPLOYBOT_REF";
+    /// Its short name: `main`, `v1.2.0`.
+    pub const REF_NAME: &str = "DEPLOYBOT_REF_NAME";
+    /// The commit; not set at all for a manual deploy given only a ref.
     pub const SHA: &str = "DEPLOYBOT_SHA";
     pub const HOST: &str = "DEPLOYBOT_HOST";
     pub const ATTEMPT: &str = "DEPLOYBOT_ATTEMPT";

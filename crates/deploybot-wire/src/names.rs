@@ -119,6 +119,16 @@ pub fn check_ref(git_ref: &str) -> Result<(), String> {
     }
 }
 
+/// The full form of a ref as a push names it: a bare name (`main`,
+/// `release/1.2`) is a branch, `refs/heads/main`.
+pub fn full_ref(git_ref: &str) -> String {
+    if git_ref.starts_with("refs/") {
+        git_ref.to_owned()
+    } else {
+        format!("refs/heads/{git_ref}")
+    }
+}
+
 /// A commit SHA: 7 to 64 hex digits (short, SHA-1 or SHA-256).
 pub fn check_sha(sha: &str) -> Result<(), String> {
     if (7..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -13,11 +13,12 @@ use deploybot_wire::names;
 /// The webhook secret of the demo, unless DEPLOYBOT_WEBHOOK_SECRET is set.
 const DEV_SECRET: &str = "dev-secret";
 const DEMO_REPO: &str = "demo/hello";
+const DEMO_APP: &str = "demo";
 
 const DEMO_SCRIPT: &str = r#"#!/bin/sh
 # The demo's deploy command. The job's fields reach it only as environment
 # variables (never on a command line), so a hostile ref is just data here.
-echo "deploying $DEPLOYBOT_APP ($DEPLOYBOT_REPO) $DEPLOYBOT_REF @ $DEPLOYBOT_SHA"
+echo "deploying $DEPLOYBOT_APP ($DEPLOYBOT_REPO) $DEPLOYBOT_REF_NAME @ ${DEPLOYBOT_SHA:-its current commit (no sha given)}"
 echo "on $DEPLOYBOT_HOST, job $DEPLOYBOT_JOB_ID, attempt $DEPLOYBOT_ATTEMPT"
 for step in fetch build migrate restart; do
     echo "step: $step"
@@ -50,7 +51,7 @@ fn write_demo_files(dir: &Path, host: &str) -> anyhow::Result<PathBuf> {
     let apps = dir.join("apps.yaml");
     let yaml = format!(
         "# Written by `deploybot dev`: one app deploying {DEMO_REPO} to this machine.\n\
-         apps:\n  - name: demo\n    repo: {DEMO_REPO}\n    hosts: [{host}]\n    deploy:\n      \
+         apps:\n  - name: {DEMO_APP}\n    repo: {DEMO_REPO}\n    hosts: [{host}]\n    deploy:\n      \
          command: [{script:?}]\n      timeout: 5m\n",
         script = script.display().to_string()
     );
@@ -65,12 +66,13 @@ DeployBot is running: controller on http://{addr} (docs: http://{addr}/docs),
 with an agent for this machine. Authentication is on, as in production: this
 run's admin token (a new one each start) is
 
-  export DEPLOYBOT_TOKEN={admin_token}
+  export DEPLOYBOT_URL=http://{addr} DEPLOYBOT_TOKEN={admin_token}
 
-Try it from another terminal:
+Try it from another terminal (after that export):
 
   # 1. Follow deploy output live:
-  curl -N http://{addr}/v1/logs/stream -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
+  deploybot logs -f
+  # or: curl -N http://{addr}/v1/logs/stream -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
 
   # 2. Push to {DEMO_REPO}, signed like GitHub does:
   body='{{"ref":"refs/heads/main","after":"'$(openssl rand -hex 20)'","repository":{{"full_name":"{DEMO_REPO}"}}}}'
@@ -78,9 +80,10 @@ Try it from another terminal:
   curl -s http://{addr}/v1/webhooks/github -H 'Content-Type: application/json' \
     -H 'X-GitHub-Event: push' -H "X-Hub-Signature-256: sha256=$sig" -d "$body"
 
-  # 3. See the jobs and hosts:
-  curl -s http://{addr}/v1/jobs -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
-  curl -s http://{addr}/v1/hosts -H "Authorization: Bearer $DEPLOYBOT_TOKEN"
+  # 3. See the jobs, the hosts, and deploy by hand:
+  deploybot jobs
+  deploybot hosts
+  deploybot deploy --app {DEMO_APP} --ref main --wait
 
 Ctrl-C stops everything.
 "#

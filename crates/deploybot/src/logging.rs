@@ -449,7 +449,16 @@ mod tests {
             request.record("status", 201);
             let job = tracing::info_span!("create_job", job = "j-1", host = "web-01");
             let _job = job.enter();
-            tracing::info!(host = "web-02", ok = true, n = 3, "job \"queued\"");
+            // Optional values read as a person would: the value, or no field.
+            let (exit_code, running) = (Some(0), None::<&str>);
+            tracing::info!(
+                host = "web-02",
+                ok = true,
+                n = 3,
+                exit_code,
+                running,
+                "job \"queued\""
+            );
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
@@ -464,6 +473,8 @@ mod tests {
         assert_eq!(line["host"], "web-02");
         assert_eq!(line["ok"], true);
         assert_eq!(line["n"], 3);
+        assert_eq!(line["exit_code"], 0);
+        assert!(line.get("running").is_none(), "{line}");
         assert_eq!(line["message"], "job \"queued\"");
         assert!(!text.contains("otel"), "{text}");
     }

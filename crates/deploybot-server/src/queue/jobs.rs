@@ -158,7 +158,7 @@ impl Queue {
         reason: String,
     ) -> Result<(), StoreError> {
         for job in self.store.expire_leases(silent_since, reason).await? {
-            tracing::warn!(job = %job.id, host = %job.host, agent = ?job.assigned_agent, "job lost: its agent went silent");
+            tracing::warn!(job = %job.id, host = %job.host, agent = job.assigned_agent.as_deref(), "job lost: its agent went silent");
             self.metrics.lease_expiries.inc();
             self.job_ended(&job);
         }

@@ -89,11 +89,7 @@ pub async fn explain(
 ) -> Result<Json<ExplainResponse>, ApiError> {
     caller.require_read()?;
     names::check_repo(&query.repo).map_err(ApiError::invalid)?;
-    let git_ref = if query.git_ref.starts_with("refs/") {
-        query.git_ref
-    } else {
-        format!("refs/heads/{}", query.git_ref)
-    };
+    let git_ref = names::full_ref(&query.git_ref);
     names::check_ref(&git_ref).map_err(ApiError::invalid)?;
     let config = state.apps.get();
     let plan = config.plan_push(&query.repo, &git_ref);

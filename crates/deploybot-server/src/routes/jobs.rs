@@ -81,6 +81,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     names::check_repo(&request.repo).map_err(ApiError::invalid)?;
     names::check_ref(&request.git_ref).map_err(ApiError::invalid)?;
+    // Stored as a push stores it: `main` and `refs/heads/main` are one ref.
+    let git_ref = names::full_ref(&request.git_ref);
+    names::check_ref(&git_ref).map_err(ApiError::invalid)?;
     names::check_hostname(&request.host).map_err(ApiError::invalid)?;
     if let Some(sha) = &request.sha {
         names::check_sha(sha).map_err(ApiError::invalid)?;
@@ -95,7 +98,7 @@ pub async fn create(
         id: uuid::Uuid::now_v7().to_string(),
         app: app.name.clone(),
         repo: app.repo.clone(),
-        git_ref: request.git_ref,
+        git_ref,
         sha: request.sha.map(|s| s.to_ascii_lowercase()),
         host: request.host,
         metadata,

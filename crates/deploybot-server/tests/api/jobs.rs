@@ -25,7 +25,7 @@ async fn creating_a_job_answers_201_with_the_pending_job() {
     assert_eq!(job.status, JobStatus::Pending);
     assert_eq!(job.app, "web");
     assert_eq!(job.repo, "acme/web");
-    assert_eq!(job.git_ref, "main");
+    assert_eq!(job.git_ref, "refs/heads/main", "a bare name is a branch");
     assert_eq!(job.host, "web-02");
     assert_eq!(job.sha.as_deref(), Some(SHA_A), "sha is stored lowercase");
     assert_eq!(job.source, JobSource::Manual);
@@ -48,6 +48,21 @@ async fn the_same_repo_ref_sha_and_host_again_returns_the_open_job_with_200() {
     assert_eq!(again.created, Some(false));
     assert_eq!(again.job.id, first.job.id);
     assert_eq!(app.list_jobs("").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_bare_branch_name_and_its_full_ref_are_the_same_ref() {
+    let app = spawn_app().await;
+    let short = json!({"repo": "acme/web", "ref": "main", "host": "web-01", "sha": SHA_A});
+    let full =
+        json!({"repo": "acme/web", "ref": "refs/heads/main", "host": "web-01", "sha": SHA_A});
+    let first: JobResponse = app.create_job(&short).await.json().await.unwrap();
+
+    let again: JobResponse = app.create_job(&full).await.json().await.unwrap();
+
+    assert_eq!(again.created, Some(false));
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(first.job.git_ref, "refs/heads/main");
 }
 
 #[tokio::test]

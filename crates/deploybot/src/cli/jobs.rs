@@ -6,6 +6,7 @@ use deploybot_wire::{
 };
 
 use super::client::{CliError, Client, Kind, Result};
+use super::filters;
 use super::output::{self, Cell, Paint, Style, Table};
 use super::wait::{self, Lines};
 use super::{Ctx, DeployArgs, JobsArgs, LogsArgs, RetryArgs};
@@ -178,7 +179,7 @@ fn queued_line(answer: &JobResponse, style: Style) -> String {
         "{} {}@{} on {}",
         output::escape_cell(&job.app),
         output::escape_cell(&job.repo),
-        output::escape_cell(&job.git_ref),
+        output::escape_cell(output::short_ref(&job.git_ref)),
         output::escape_cell(&job.host)
     );
     if answer.created == Some(false) {
@@ -199,13 +200,23 @@ pub async fn list(ctx: &Ctx, args: JobsArgs) -> Result<()> {
             &["v1", "jobs"],
             &[
                 ("status", args.status.map(|s| s.as_str().to_owned())),
-                ("host", args.host),
-                ("app", args.app),
+                ("host", args.host.clone()),
+                ("app", args.app.clone()),
                 ("repo", args.repo),
                 ("limit", Some(args.limit.to_string())),
             ],
         )
         .await?;
+    // Nothing found: a name that does not exist says so (an app removed
+    // from apps.yaml still lists its old jobs, so only when empty).
+    if jobs.is_empty() {
+        if let Some(app) = &args.app {
+            filters::check_app(&ctx.client, app).await?;
+        }
+        if let Some(host) = &args.host {
+            filters::check_host(&ctx.client, host).await?;
+        }
+    }
     if ctx.json {
         output::print_json(&jobs);
         return Ok(());
@@ -232,7 +243,7 @@ pub fn jobs_table(jobs: &[Job]) -> Table {
             Cell::painted(job.status.as_str(), Paint::of_job(job.status)),
             Cell::new(&job.app),
             Cell::new(&job.host),
-            Cell::new(&job.git_ref),
+            Cell::new(output::short_ref(&job.git_ref)),
             Cell::new(output::short_sha(job.sha.as_deref())),
             Cell::new(output::ago(job.created_at, now)),
             Cell::new(took),
@@ -374,7 +385,7 @@ pub async fn retry(ctx: &Ctx, args: RetryArgs) -> Result<()> {
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
-    let job = match &args.job {
+    let job = match args.id.as_ref().or(args.job.as_ref()) {
         Some(given) => Some(resolve_job_id(&ctx.client, given).await?),
         None => None,
     };
@@ -389,11 +400,19 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<()> {
             Ok(())
         }
         (true, None) => {
+            // A stream filtered on a name nobody uses would wait forever.
+            if let Some(app) = &args.app {
+                filters::check_app(&ctx.client, app).await?;
+            }
+            if let Some(host) = &args.host {
+                filters::check_host(&ctx.client, host).await?;
+            }
             let lines = if ctx.json { Lines::Json } else { Lines::Text };
             let query = vec![("host", args.host), ("app", args.app)];
             wait::follow_all(&ctx.client, query, lines).await
         }
-        (false, None) => Err(CliError::new(Kind::Usage, "--job is needed without -f")),
+        (false, None) => Err(CliError::new(Kind::Usage, "which job? `deploybot logs ID`")
+            .with_hint("or follow every job live: `deploybot logs -f`")),
     }
 }
 

@@ -22,6 +22,7 @@ macro_rules! outln {
 mod admin;
 mod client;
 mod config;
+mod filters;
 mod info;
 mod jobs;
 mod login;
@@ -166,8 +167,8 @@ pub enum Command {
     Job(JobArgs),
     /// Print a job's output, or follow output live with -f.
     #[command(after_help = "Examples:\n  \
-        deploybot logs --job 0195ab3f\n  \
-        deploybot logs -f --job 0195ab3f     # until the job ends\n  \
+        deploybot logs 0195ab3f\n  \
+        deploybot logs -f 0195ab3f           # until the job ends\n  \
         deploybot logs -f --app web          # every job of web, until Ctrl-C\n  \
         deploybot logs -f                    # everything\n\n\
         Control characters in deploy output are shown escaped (\\x1b), never sent to the terminal.")]
@@ -234,11 +235,17 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").args(["host", "app"]).required(true).multiple(true)))]
+#[command(group(ArgGroup::new("source").args(["repo", "app"]).required(true).multiple(true)))]
+#[command(
+    override_usage = "deploybot deploy --app APP --ref REF [--host HOST] [--sha SHA] [--wait]\n       \
+    deploybot deploy --repo REPO --host HOST --ref REF [--sha SHA] [--wait]"
+)]
 pub struct DeployArgs {
     /// The repository (`owner/name`); with --app, the app's repository by default.
-    #[arg(long, required_unless_present = "app")]
+    #[arg(long)]
     pub repo: Option<String>,
-    /// The git ref to deploy: `main`, `refs/heads/main`, `v1.2.0`.
+    /// The git ref to deploy: `main` (a branch, stored as `refs/heads/main`),
+    /// `refs/tags/v1.2.0`.
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: String,
     /// The host to deploy to; without it, every host of --app.
@@ -247,7 +254,9 @@ pub struct DeployArgs {
     /// The app to deploy (needed when several apps pair the repo and host).
     #[arg(long)]
     pub app: Option<String>,
-    /// Pin the commit (40 hex digits); otherwise the ref's current commit.
+    /// The commit (40 hex digits). Without it the job carries only the ref:
+    /// DEPLOYBOT_SHA is not set, and the deploy command deploys whatever
+    /// commit the ref points to when it fetches it.
     #[arg(long)]
     pub sha: Option<String>,
     /// Follow the jobs' output until they end; exit 1 unless all succeeded.
@@ -304,8 +313,11 @@ pub struct LogsArgs {
     /// Follow live output (Server-Sent Events) instead of printing stored lines.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// The job (an id or the start of one).
-    #[arg(long, value_name = "ID", required_unless_present = "follow", conflicts_with_all = ["host", "app"])]
+    /// The job (an id or the start of one), as `job ID`, `cancel ID` take it.
+    #[arg(value_name = "ID", conflicts_with_all = ["job", "host", "app"])]
+    pub id: Option<String>,
+    /// The job, as an option (same as ID).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["host", "app"])]
     pub job: Option<String>,
     /// With -f: only jobs on this host.
     #[arg(long, requires = "follow")]

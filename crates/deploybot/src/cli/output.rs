@@ -213,6 +213,12 @@ pub fn print_fields(fields: &[(&str, String)]) {
     }
 }
 
+/// A ref as tables show it: a branch by its name (`main`), anything else
+/// in full (`refs/tags/v1.2.0`).
+pub fn short_ref(git_ref: &str) -> &str {
+    git_ref.strip_prefix("refs/heads/").unwrap_or(git_ref)
+}
+
 /// Writes to stdout. A reader that went away (`| head`) ends the process
 /// as SIGPIPE would (exit 141), silently; any other failure says why.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {

@@ -374,7 +374,11 @@ pub fn bad_ends(jobs: &[Job]) -> Result<()> {
         return Ok(());
     }
     let message = if jobs.len() == 1 {
-        format!("the deploy ended {}", jobs[0].status)
+        format!(
+            "the deploy to {} {}",
+            output::escape_cell(&jobs[0].host),
+            outcome(jobs[0].status)
+        )
     } else {
         format!(
             "{} of {} jobs did not succeed: {}",
@@ -383,9 +387,27 @@ pub fn bad_ends(jobs: &[Job]) -> Result<()> {
             bad.join(", ")
         )
     };
-    Err(CliError::new(Kind::Failed, message).with_hint(
-        "`deploybot logs --job ID` shows a job's output; `deploybot retry ID` runs it again",
-    ))
+    let first_bad = jobs.iter().find(|job| job.status != JobStatus::Success);
+    let hint = match first_bad {
+        Some(job) => format!(
+            "`deploybot logs {id}` shows its output; `deploybot retry {id}` runs it again",
+            id = job.id
+        ),
+        None => String::new(),
+    };
+    Err(CliError::new(Kind::Failed, message).with_hint(hint))
+}
+
+/// How a job that did not succeed ended, as the end of a sentence.
+fn outcome(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "was cancelled",
+        JobStatus::Lost => "was lost (its agent went silent)",
+        JobStatus::Superseded => "was superseded by a newer one",
+        JobStatus::Success => "succeeded",
+        JobStatus::Pending | JobStatus::Running => "has not ended",
+    }
 }
 
 /// `logs -f` without a job: every line of the matching jobs, and their

@@ -64,7 +64,17 @@ async fn a_failed_deploy_exits_1_and_its_retry_too() {
         "{out:?}"
     );
     assert!(
-        out.stderr.contains("error: the deploy ended failed"),
+        out.stderr.contains("error: the deploy to web-01 failed\n"),
+        "{out:?}"
+    );
+    // The hint names the job, ready to paste.
+    let failed: Vec<deploybot_wire::Job> =
+        serde_json::from_str(&cli(root, &server, &["jobs", "-o", "json"]).stdout).unwrap();
+    assert!(
+        out.stderr.contains(&format!(
+            "hint: `deploybot logs {id}` shows its output; `deploybot retry {id}` runs it again",
+            id = failed[0].id
+        )),
         "{out:?}"
     );
 

@@ -187,7 +187,7 @@ async fn usage_and_api_errors_have_their_own_codes() {
     let root = dir.path();
     let server = web_server(root);
 
-    // Usage (clap): no --ref; --host or --app missing; logs without --job.
+    // Usage: no --ref; --host or --app missing; logs without a job.
     for args in [
         &["deploy", "--repo", "acme/web", "--host", "web-01"][..],
         &["deploy", "--repo", "acme/web", "--ref", "main"],
@@ -229,4 +229,56 @@ async fn usage_and_api_errors_have_their_own_codes() {
         unknown.stderr,
         "error: no app named nope\nhint: the apps are: web\n"
     );
+
+    // The usage line shows both ways to name what to deploy.
+    let usage = cli(
+        root,
+        &server,
+        &["deploy", "--host", "web-01", "--ref", "main"],
+    );
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    assert!(
+        usage.stderr.contains(
+            "Usage: deploybot deploy --app APP --ref REF [--host HOST] [--sha SHA] [--wait]\n       \
+             deploybot deploy --repo REPO --host HOST --ref REF"
+        ),
+        "{usage:?}"
+    );
+    // `logs` without a job says how to name one.
+    let logs = cli(root, &server, &["logs"]);
+    assert!(
+        logs.stderr.contains("which job? `deploybot logs ID`"),
+        "{logs:?}"
+    );
+}
+
+// A filter on a name the controller does not know says so (exit 5, the
+// known names as a hint) instead of printing nothing or following forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_on_unknown_apps_and_hosts_say_they_do_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let server = web_server(root);
+
+    for args in [
+        &["jobs", "--app", "nope"][..],
+        &["logs", "-f", "--app", "nope"],
+    ] {
+        let out = cli(root, &server, args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {out:?}");
+        assert_eq!(
+            out.stderr, "error: no app named \"nope\" on this controller\nhint: its apps: web\n",
+            "{args:?}"
+        );
+    }
+    let host = cli(root, &server, &["logs", "-f", "--host", "web-99"]);
+    assert_eq!(host.status.code(), Some(5), "{host:?}");
+    assert!(
+        host.stderr
+            .starts_with("error: no host named \"web-99\" on this controller\nhint: its hosts: "),
+        "{host:?}"
+    );
+    // A known app with no jobs yet is simply empty.
+    let empty = cli(root, &server, &["jobs", "--app", "web"]);
+    assert_eq!(empty.status.code(), Some(0), "{empty:?}");
 }

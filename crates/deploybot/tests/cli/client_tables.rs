@@ -231,7 +231,7 @@ async fn deploy_output_cannot_drive_the_terminal() {
     let escaped = "red \\x1b[31mtext\\x1b[0m title \\x1b]0;pwned\\x07 cr\\rback \\x9b2J tab\tok";
     assert!(waited.lines().any(|l| l == escaped), "{waited}");
     let jobs: Vec<Job> = json(root, &server, &["jobs"]);
-    let stored = ok(root, &server, &["logs", "--job", &jobs[0].id]);
+    let stored = ok(root, &server, &["logs", &jobs[0].id]);
     assert_eq!(stored, format!("{escaped}\n"));
     for out in [&waited, &stored] {
         assert!(

@@ -3,7 +3,7 @@
 //! scripts, and only HTTP (webhooks, the REST API, the SSE log stream)
 //! between the test and them.
 
-use deploybot_wire::{JobLogsResponse, JobStatus, LogEntry, LogStream, Timestamp};
+use deploybot_wire::{JobLogsResponse, JobResponse, JobStatus, LogEntry, LogStream, Timestamp};
 use tokio::task::block_in_place;
 
 use crate::common::{
@@ -158,8 +158,8 @@ async fn the_script_receives_the_job_only_through_its_environment() {
     let script = root.join("deploy.sh");
     write_script(
         &script,
-        "echo \"ref=$DEPLOYBOT_REF\"\n\
-         echo \"sha=$DEPLOYBOT_SHA\"\n\
+        "echo \"ref=$DEPLOYBOT_REF name=$DEPLOYBOT_REF_NAME\"\n\
+         echo \"sha=${DEPLOYBOT_SHA-(unset)}\"\n\
          echo \"job=$DEPLOYBOT_JOB_ID app=$DEPLOYBOT_APP repo=$DEPLOYBOT_REPO host=$DEPLOYBOT_HOST attempt=$DEPLOYBOT_ATTEMPT\"\n\
          echo \"args=$#\"\n\
          echo \"pwd=$(pwd)\"\n",
@@ -196,7 +196,8 @@ async fn the_script_receives_the_job_only_through_its_environment() {
         let status = stream.wait_for_final().await;
         assert_eq!(status["status"], "success", "{status}");
         let line = stream.wait_for_line("ref=").await;
-        assert_eq!(line.text, format!("ref={git_ref}"));
+        let name = git_ref.strip_prefix("refs/heads/").unwrap();
+        assert_eq!(line.text, format!("ref={git_ref} name={name}"));
         assert_eq!(
             stream.wait_for_line("sha=").await.text,
             format!("sha={}", sha(n))
@@ -211,6 +212,26 @@ async fn the_script_receives_the_job_only_through_its_environment() {
             format!("pwd={}", workdir.canonicalize().unwrap().display())
         );
     }
+
+    // A manual deploy of a bare branch name without a sha: the ref is
+    // stored as a push's, and the command sees no sha at all (never an
+    // empty one that looks like a value).
+    let response = server
+        .post(
+            "/v1/jobs",
+            &serde_json::json!({"repo": "acme/web", "ref": "main", "host": "web-01"}),
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let manual = response.json::<JobResponse>().await.unwrap().job;
+    assert_eq!(manual.git_ref, "refs/heads/main");
+    let mut stream = JobStream::open(&server, &manual.id).await;
+    assert_eq!(stream.wait_for_final().await["status"], "success");
+    assert_eq!(
+        stream.wait_for_line("ref=").await.text,
+        "ref=refs/heads/main name=main"
+    );
+    assert_eq!(stream.wait_for_line("sha=").await.text, "sha=(unset)");
 
     let pwned = find_named(root, "pwned");
     assert!(pwned.is_empty(), "a ref was run as a command: {pwned:?}");

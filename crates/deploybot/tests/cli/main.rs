@@ -18,6 +18,7 @@ mod cluster;
 mod cluster_proof;
 mod common;
 mod config_commands;
+mod dev;
 mod durability;
 mod e2e;
 mod e2e_failures;
