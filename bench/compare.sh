@@ -41,7 +41,7 @@ for scenario in "${scenarios[@]}"; do
         for build in old new; do
             echo "== $scenario, round $round, $build build"
             RUNS=1 BENCH_BIN="$work/$build" bench/run.sh "$scenario" | tee "$work/out" | grep -v '^fsync' || true
-            figures "$work/out" >> "$work/$build.figures"
+            figures "$work/out" | sed "s/^/$scenario:/" >> "$work/$build.figures"
         done
     done
 done

@@ -263,6 +263,9 @@ impl Client {
         let url = self.url(&["v1", "agents", "register"]);
         let builder = with_token(self.http.post(url).json(request), enrollment);
         let registered: RegisteredAgent = decode(send(builder).await?).await?;
+        if let Some(warning) = &registered.warning {
+            tracing::warn!(host = %registered.agent.hostname, "{warning}");
+        }
         let token = Some(Token::new(registered.token.clone())).filter(|t| !t.is_empty());
         self.set_token(token);
         Ok(registered)

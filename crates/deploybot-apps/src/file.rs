@@ -100,16 +100,36 @@ pub(crate) fn parse(
             message: "the file is empty; it needs an `apps:` list".to_owned(),
         }]));
     }
+    // YAML indents with spaces only; the parser's own message for a tab
+    // points at the line before it.
+    let tabs: Vec<Problem> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let column = indent.find('\t')?;
+            Some(Problem {
+                file: origin.to_owned(),
+                line: n as u64 + 1,
+                column: column as u64 + 1,
+                message: "a tab in the indentation: YAML indents with spaces only".to_owned(),
+            })
+        })
+        .collect();
+    if !tabs.is_empty() {
+        return Err(AppsError::Invalid(tabs));
+    }
     let raw: RawFile = serde_saphyr::from_str(text).map_err(|err| {
         let (line, column) = err
             .location()
             .map(|at| (at.line(), at.column()))
             .unwrap_or((1, 1));
+        let message = first_line(&err.without_snippet().to_string());
         AppsError::Invalid(vec![Problem {
             file: origin.to_owned(),
             line,
             column,
-            message: first_line(&err.without_snippet().to_string()),
+            message: explain_shape(text, line, column, &message).unwrap_or(message),
         }])
     })?;
 
@@ -137,6 +157,71 @@ fn is_env_name(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// `acme/web` of `https://github.com/acme/web(.git)` or
+/// `git@github.com:acme/web.git`; `None` for anything else.
+fn repo_of_url(repo: &str) -> Option<String> {
+    let path = repo
+        .strip_prefix("https://")
+        .or_else(|| repo.strip_prefix("http://"))
+        .and_then(|rest| rest.split_once('/').map(|(_, path)| path))
+        .or_else(|| {
+            repo.strip_prefix("git@")
+                .and_then(|rest| rest.split_once(':').map(|(_, p)| p))
+        })?;
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    names::check_repo(path).ok().map(|()| path.to_owned())
+}
+
+/// A person's words for the parser's "expected sequence/mapping start":
+/// which key wanted a list (with the value rewritten as one) or a mapping.
+fn explain_shape(text: &str, line: u64, column: u64, message: &str) -> Option<String> {
+    let wanted = match message {
+        "expected sequence start" => "list",
+        "expected mapping start" => "mapping",
+        _ => return None,
+    };
+    let source = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let column = usize::try_from(column).ok()?.checked_sub(1)?;
+    // The key is on the line, before the value: `    command: ./deploy.sh --fast`.
+    let (key, value) = match source
+        .get(..column)
+        .and_then(|head| head.trim_end().strip_suffix(':'))
+    {
+        Some(head) => (
+            head.trim().trim_start_matches("- "),
+            source.get(column..)?.trim(),
+        ),
+        // At the start of the file: the top level itself.
+        None if line == 1 && wanted == "mapping" => {
+            return Some(
+                "the file must start with `apps:`, the list of apps (`apps:` then `  - name: web` …)"
+                    .to_owned(),
+            );
+        }
+        None => return None,
+    };
+    if key.is_empty() {
+        return None;
+    }
+    Some(if wanted == "list" {
+        let items: Vec<String> = value
+            .split_whitespace()
+            .map(|item| format!("{item:?}"))
+            .collect();
+        let example = if items.is_empty() {
+            "[\"…\"]".to_owned()
+        } else {
+            format!("[{}]", items.join(", "))
+        };
+        format!("`{key}` must be a list, e.g. `{key}: {example}`")
+    } else {
+        format!("`{key}` must be a mapping of names to values")
+    })
+}
+
 /// serde-saphyr appends its own location to messages; we print ours in front.
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message);
@@ -160,7 +245,14 @@ fn check_app(c: &mut Checker, seen: &mut HashSet<String>, raw: RawApp) -> Option
             format!("duplicate app name {name:?}: app names must be unique"),
         );
     }
-    if let Err(why) = names::check_repo(&raw.repo.value) {
+    if let Some(short) = repo_of_url(&raw.repo.value) {
+        c.report(
+            raw.repo.referenced,
+            format!(
+                "app {label}: repo is the repository's owner/name, not its URL: write `repo: {short}`"
+            ),
+        );
+    } else if let Err(why) = names::check_repo(&raw.repo.value) {
         c.report(raw.repo.referenced, format!("app {label}: {why}"));
     }
 

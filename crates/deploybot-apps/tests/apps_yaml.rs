@@ -105,7 +105,51 @@ fn semantic_problems_are_all_reported_with_positions() {
 fn a_string_command_is_refused_because_there_is_no_shell() {
     let text = "apps:\n  - name: web\n    repo: acme/web\n    hosts: [a]\n    deploy:\n      command: ./deploy.sh --fast\n";
     let found = problems(text);
-    assert!(found[0].starts_with("apps.yaml:6:"), "{found:?}");
+    assert_eq!(
+        found,
+        ["apps.yaml:6:16: `command` must be a list, e.g. `command: [\"./deploy.sh\", \"--fast\"]`"]
+    );
+}
+
+// The usual first mistakes get a message that says what to write instead.
+#[test]
+fn common_mistakes_are_explained_where_they_are() {
+    let app = |line: &str| {
+        format!(
+            "apps:\n  - name: web\n    repo: acme/web\n    hosts: [a]\n{line}    deploy: {{command: [./d]}}\n"
+        )
+    };
+    assert_eq!(
+        problems(&app("    branches: main\n")),
+        ["apps.yaml:5:15: `branches` must be a list, e.g. `branches: [\"main\"]`"]
+    );
+    assert_eq!(
+        problems("- name: web\n  repo: acme/web\n"),
+        [
+            "apps.yaml:1:1: the file must start with `apps:`, the list of apps (`apps:` then `  - name: web` …)"
+        ]
+    );
+    for url in [
+        "https://github.com/acme/web",
+        "https://github.com/acme/web.git",
+        "git@github.com:acme/web.git",
+    ] {
+        let text = format!(
+            "apps:\n  - name: web\n    repo: {url}\n    hosts: [a]\n    deploy: {{command: [./d]}}\n"
+        );
+        assert_eq!(
+            problems(&text),
+            [
+                "apps.yaml:3:11: app web: repo is the repository's owner/name, not its URL: write `repo: acme/web`"
+            ],
+            "{url}"
+        );
+    }
+    // A tab where YAML wants spaces: its own line and column.
+    assert_eq!(
+        problems("apps:\n  - name: web\n    repo: acme/web\n\thosts: [a]\n"),
+        ["apps.yaml:4:1: a tab in the indentation: YAML indents with spaces only"]
+    );
 }
 
 #[test]

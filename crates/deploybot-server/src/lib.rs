@@ -39,6 +39,7 @@ mod live;
 mod maintenance;
 mod metrics;
 mod openapi;
+mod pending;
 mod presence;
 mod push_plan;
 mod queue;

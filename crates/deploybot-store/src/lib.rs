@@ -108,6 +108,7 @@ impl NewJob {
             deploy: self.deploy.clone(),
             lease: None,
             cancel_requested: false,
+            pending_reason: None,
             retry_of: self.retry_of.clone(),
             traceparent: self.traceparent.clone(),
         }
@@ -350,6 +351,11 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets the agent's token, so it must enroll again; its running jobs
     /// become `lost` and are returned.
     async fn revoke_agent(&self, agent_id: String) -> Result<Vec<Job>, StoreError>;
+
+    /// Deletes the agent, so its host leaves the hosts list (when no app
+    /// lists it either); its token stops working everywhere. Refused
+    /// (`Conflict`) while it holds a running job.
+    async fn forget_agent(&self, agent_id: String) -> Result<(), StoreError>;
 
     async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError>;
 

@@ -135,6 +135,14 @@ pub struct Agent {
     pub last_heartbeat: Option<Timestamp>,
 }
 
+/// Answer of `DELETE /v1/hosts/{hostname}`: the host is forgotten, with
+/// the agent record that kept it listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ForgottenHost {
+    pub hostname: String,
+    pub agent_id: String,
+}
+
 /// Answer of `POST /v1/agents/register`: the agent, and its new token.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisteredAgent {
@@ -144,6 +152,10 @@ pub struct RegisteredAgent {
     /// reports (`Authorization: Bearer …`). Shown only here; every
     /// registration replaces the previous one.
     pub token: String,
+    /// Something the agent's operator should know: no app of apps.yaml
+    /// deploys to this hostname, so it will get no jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Body of `POST /v1/agents/register`.

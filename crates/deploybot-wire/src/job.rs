@@ -189,6 +189,11 @@ pub struct Job {
     /// Someone asked to cancel this running job; its agent has been told.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Why a pending job has not started, when it is for want of an agent:
+    /// none has registered for its host, or the host's agent is silent.
+    /// Absent otherwise (and for other statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
     /// The job this one retries.
     #[serde(default)]
     pub retry_of: Option<String>,

@@ -21,8 +21,8 @@ pub mod signature;
 mod webhook;
 
 pub use agent::{
-    Agent, AgentStatus, Capabilities, HeartbeatRequest, HeartbeatResponse, HostInfo, HostsResponse,
-    RegisterAgentRequest, RegisteredAgent,
+    Agent, AgentStatus, Capabilities, ForgottenHost, HeartbeatRequest, HeartbeatResponse, HostInfo,
+    HostsResponse, RegisterAgentRequest, RegisteredAgent,
 };
 pub use apps::{AppInfo, AppsResponse, ExplainResponse, ExplainSkipped, ExplainTarget};
 pub use auth::{

@@ -51,8 +51,9 @@ env | grep '^DEPLOYBOT_' | sort"#,
             "DEPLOYBOT_HOST=web-01".into(),
             "DEPLOYBOT_JOB_ID=job-env".into(),
             "DEPLOYBOT_REF=main;touch${IFS}pwned".into(),
+            "DEPLOYBOT_REF_NAME=main;touch${IFS}pwned".into(),
             "DEPLOYBOT_REPO=acme/web".into(),
-            "DEPLOYBOT_SHA=".into(),
+            // No sha: the variable is not set at all, never set empty.
         ]
     );
     assert!(!dir.path().join("pwned").exists());

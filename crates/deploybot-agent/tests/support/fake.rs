@@ -348,7 +348,12 @@ async fn register(
         r.registrations.push(request);
         r.known_agent = Some(id);
     });
-    Json(RegisteredAgent { agent, token }).into_response()
+    Json(RegisteredAgent {
+        agent,
+        token,
+        warning: None,
+    })
+    .into_response()
 }
 
 #[derive(Deserialize)]

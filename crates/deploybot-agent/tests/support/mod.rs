@@ -225,6 +225,7 @@ pub fn job(id: &str, command: Vec<String>) -> Job {
         },
         lease: None,
         cancel_requested: false,
+        pending_reason: None,
         retry_of: None,
         traceparent: None,
     }

@@ -1,10 +1,52 @@
 //! Agents: registering, revoking, and learning of one another instance
 //! registered.
 
+use std::time::Duration;
+
 use deploybot_store::{NewRegistration, Registered, StoreError};
-use deploybot_wire::{AgentStatus, Job};
+use deploybot_wire::{Agent, AgentStatus, Job};
 
 use super::{Actor, Queue};
+
+/// Why a host cannot be forgotten.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetRefused {
+    #[error("{host} is deployed to by {}: remove it from apps.yaml first", apps.join(", "))]
+    Listed { host: String, apps: Vec<String> },
+    #[error("no agent has registered for {host}: there is nothing to forget")]
+    NoAgent { host: String },
+    #[error(
+        "the agent of {host} is not silent (its status is {status}): stop it first; a host is forgotten only once no agent uses it"
+    )]
+    InUse { host: String, status: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether `host`, which the apps `listed_by` deploy to, may be forgotten
+/// with its agent `agent` (its status as seen now).
+pub fn may_forget(
+    host: &str,
+    listed_by: Vec<String>,
+    agent: Option<&Agent>,
+) -> Result<(), ForgetRefused> {
+    if !listed_by.is_empty() {
+        return Err(ForgetRefused::Listed {
+            host: host.to_owned(),
+            apps: listed_by,
+        });
+    }
+    match agent {
+        None => Err(ForgetRefused::NoAgent {
+            host: host.to_owned(),
+        }),
+        Some(agent) if agent.status != AgentStatus::Offline => Err(ForgetRefused::InUse {
+            host: host.to_owned(),
+            status: agent.status.as_str(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
 
 impl Queue {
     /// Registers an agent, or registers it again with a new token: its
@@ -54,6 +96,44 @@ impl Queue {
         Ok(lost)
     }
 
+    /// Forgets a host no app lists and no agent uses any more (its agent
+    /// is silent beyond `offline_after`): its agent record goes, so the
+    /// host leaves the hosts list. Returns the forgotten agent.
+    pub async fn forget_host(
+        &self,
+        host: &str,
+        listed_by: Vec<String>,
+        offline_after: Duration,
+        by: &Actor,
+    ) -> Result<Agent, ForgetRefused> {
+        let mut agent = self
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .find(|agent| agent.hostname == host);
+        if let Some(agent) = &mut agent {
+            self.presence.refresh(agent, offline_after);
+        }
+        may_forget(host, listed_by, agent.as_ref())?;
+        let Some(agent) = agent else {
+            // may_forget refuses a host without an agent.
+            return Err(ForgetRefused::NoAgent {
+                host: host.to_owned(),
+            });
+        };
+        self.store.forget_agent(agent.id.clone()).await?;
+        self.agent_revoked(&agent.id);
+        self.audit(
+            by,
+            "forget_host",
+            format!("host {host} (agent {})", agent.id),
+        )
+        .await;
+        tracing::info!(host, agent = %agent.id, by = %by.name, "host forgotten");
+        Ok(agent)
+    }
+
     pub(super) fn agent_revoked(&self, agent_id: &str) {
         self.auth.forget_agent(agent_id);
         // Its held long-poll, if any, wakes and finds it revoked.
@@ -83,5 +163,42 @@ impl Queue {
     /// instance knows.
     pub fn knows_agent(&self, agent_id: &str) -> bool {
         self.presence.knows(agent_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(status: AgentStatus) -> Agent {
+        Agent {
+            id: "a1".into(),
+            hostname: "old-01".into(),
+            capabilities: Default::default(),
+            status,
+            registered_at: time::OffsetDateTime::now_utc(),
+            last_heartbeat: None,
+        }
+    }
+
+    #[test]
+    fn only_a_host_no_app_lists_and_no_live_agent_uses_is_forgotten() {
+        let offline = agent(AgentStatus::Offline);
+        assert!(may_forget("old-01", vec![], Some(&offline)).is_ok());
+        let listed = may_forget("old-01", vec!["web".into()], Some(&offline)).unwrap_err();
+        assert_eq!(
+            listed.to_string(),
+            "old-01 is deployed to by web: remove it from apps.yaml first"
+        );
+        assert!(matches!(
+            may_forget("old-01", vec![], None),
+            Err(ForgetRefused::NoAgent { .. })
+        ));
+        for status in [AgentStatus::Idle, AgentStatus::Busy, AgentStatus::Online] {
+            assert!(matches!(
+                may_forget("old-01", vec![], Some(&agent(status))),
+                Err(ForgetRefused::InUse { .. })
+            ));
+        }
     }
 }

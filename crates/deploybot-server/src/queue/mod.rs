@@ -38,6 +38,7 @@ use crate::live::Live;
 use crate::metrics::SharedMetrics;
 use crate::presence::Presence;
 
+pub use agents::ForgetRefused;
 pub use cluster::follow;
 
 /// Who asks for a change, for the audit log.

@@ -85,9 +85,17 @@ pub async fn register(
             ),
             other => other.into(),
         })?;
+    let warning = state
+        .apps
+        .get()
+        .unserved_host_warning(&registered.agent.hostname);
+    if let Some(warning) = &warning {
+        tracing::warn!(agent = %registered.agent.id, host = %registered.agent.hostname, "{warning}");
+    }
     Ok(Json(RegisteredAgent {
         agent: registered.agent,
         token,
+        warning,
     }))
 }
 

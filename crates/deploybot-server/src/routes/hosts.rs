@@ -1,15 +1,18 @@
-//! `GET /v1/hosts`: every host of apps.yaml or of an agent, with its jobs.
+//! `GET /v1/hosts`: every host of apps.yaml or of an agent, with its jobs;
+//! `DELETE /v1/hosts/{hostname}`: forgetting one no app lists and no agent uses.
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use deploybot_wire::{AgentStatus, HostInfo, HostsResponse};
+use axum::http::StatusCode;
+use deploybot_wire::{AgentStatus, ErrorBody, ForgottenHost, HostInfo, HostsResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiQuery};
+use crate::auth::{Address, Caller};
+use crate::error::{ApiError, ApiPath, ApiQuery};
+use crate::queue::{Actor, ForgetRefused};
 use crate::state::AppState;
 
 /// Hosts, their agents and their jobs.
@@ -77,4 +80,51 @@ pub async fn list(
         })
         .collect();
     Ok(Json(HostsResponse { hosts, next_after }))
+}
+
+/// Forget a host (admin): one that no app lists and whose agent has been
+/// silent beyond the lease timeout. Its agent record goes (the agent would
+/// have to enroll again), so the host leaves the hosts list; its jobs stay
+/// in the history.
+#[utoipa::path(
+    delete,
+    path = "/v1/hosts/{hostname}",
+    operation_id = "forgetHost",
+    tag = "hosts",
+    params(("hostname" = String, Path, description = "The host's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Forgotten", body = ForgottenHost),
+        (status = 404, description = "No agent has registered for the host", body = ErrorBody),
+        (status = 409, description = "An app lists the host, or its agent is not silent", body = ErrorBody),
+    )
+)]
+pub async fn forget(
+    State(state): State<AppState>,
+    caller: Caller,
+    Address(address): Address,
+    ApiPath(hostname): ApiPath<String>,
+) -> Result<Json<ForgottenHost>, ApiError> {
+    caller.require_admin()?;
+    let listed_by = state.apps.get().apps_on_host(&hostname);
+    let by = Actor::new(&caller, address);
+    match state
+        .queue
+        .forget_host(&hostname, listed_by, state.lease_timeout, &by)
+        .await
+    {
+        Ok(agent) => Ok(Json(ForgottenHost {
+            hostname,
+            agent_id: agent.id,
+        })),
+        Err(ForgetRefused::Store(err)) => Err(err.into()),
+        Err(refused @ ForgetRefused::NoAgent { .. }) => {
+            Err(ApiError::not_found(refused.to_string()))
+        }
+        Err(refused) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "host_in_use",
+            refused.to_string(),
+        )),
+    }
 }

@@ -15,6 +15,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{Address, AgentCaller, Caller, Deployer, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::pending;
 use crate::queue::Actor;
 use crate::state::AppState;
 use crate::trace;
@@ -112,7 +113,7 @@ pub async fn create(
     let span = creation_span(&mut job);
     let by = Actor::new(&caller, address);
     let enqueued = state.queue.deploy(job, &by).instrument(span).await?;
-    Ok(answer_enqueued(enqueued))
+    answer_enqueued(&state, enqueued).await
 }
 
 /// The span of creating `job`, a child of the request's: its trace context
@@ -153,19 +154,25 @@ async fn require_deploy_of_job(
 
 /// 201 with a new job, or 200 with the identical open job that was
 /// returned instead.
-fn answer_enqueued(enqueued: Enqueued) -> (StatusCode, Json<JobResponse>) {
+async fn answer_enqueued(
+    state: &AppState,
+    enqueued: Enqueued,
+) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     let status = if enqueued.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    (
+    let mut job = [enqueued.job];
+    pending::annotate(&state.queue, state.lease_timeout, &mut job).await?;
+    let [job] = job;
+    Ok((
         status,
         Json(JobResponse {
-            job: enqueued.job,
+            job,
             created: Some(enqueued.created),
         }),
-    )
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -214,6 +221,8 @@ pub async fn list(
             limit,
         })
         .await?;
+    let mut jobs = jobs;
+    pending::annotate(&state.queue, state.lease_timeout, &mut jobs).await?;
     Ok(Json(jobs))
 }
 
@@ -241,6 +250,9 @@ pub async fn get(
         .job(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
+    let mut job = [job];
+    pending::annotate(&state.queue, state.lease_timeout, &mut job).await?;
+    let [job] = job;
     Ok(Json(JobResponse { job, created: None }))
 }
 
@@ -381,5 +393,5 @@ pub async fn retry(
         .await?;
     span.record("app", enqueued.job.app.as_str());
     span.record("host", enqueued.job.host.as_str());
-    Ok(answer_enqueued(enqueued))
+    answer_enqueued(&state, enqueued).await
 }

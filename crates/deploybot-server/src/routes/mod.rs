@@ -135,6 +135,7 @@ fn table() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::page))
         .routes(routes!(logs::stream))
         .routes(routes!(hosts::list))
+        .routes(routes!(hosts::forget))
         .routes(routes!(deliveries::list))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))

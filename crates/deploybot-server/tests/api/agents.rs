@@ -8,6 +8,29 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ENROLLMENT_TOKEN, SHA_A, SHA_B, SHA_C, assert_error, ok_json, spawn_app};
 
+// An agent for a hostname no app lists is told so (it would otherwise
+// wait for jobs that never come); one for a listed host is not.
+#[tokio::test]
+async fn registering_a_host_no_app_lists_answers_a_warning() {
+    let app = spawn_app().await;
+
+    let stray = app
+        .register_with("web-99", ENROLLMENT_TOKEN)
+        .await
+        .unwrap_or_else(|_| panic!("refused"));
+    let listed = app
+        .register_with("web-01", ENROLLMENT_TOKEN)
+        .await
+        .unwrap_or_else(|_| panic!("refused"));
+
+    let warning = stray.warning.unwrap_or_default();
+    assert!(
+        warning.starts_with("no app in apps.yaml deploys to web-99, so this agent gets no jobs"),
+        "{warning}"
+    );
+    assert_eq!(listed.warning, None);
+}
+
 #[tokio::test]
 async fn registering_answers_with_an_agent_id() {
     let app = spawn_app().await;

@@ -1,9 +1,10 @@
-//! `GET /v1/hosts`.
+//! `GET /v1/hosts` and `DELETE /v1/hosts/{hostname}`.
 
-use deploybot_wire::{AgentStatus, JobStatus, UpdateJobStatusResponse};
+use deploybot_wire::{AgentStatus, ForgottenHost, JobStatus, UpdateJobStatusResponse};
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{SHA_A, SHA_B, ok_json, spawn_app};
+use crate::helpers::{SHA_A, SHA_B, assert_error, ok_json, spawn_app};
 
 #[tokio::test]
 async fn every_host_of_apps_yaml_is_listed_offline_until_an_agent_registers() {
@@ -104,4 +105,41 @@ async fn a_superseded_job_that_never_ran_is_not_the_hosts_last_job() {
 
     assert!(host.last_job.is_none(), "{:?}", host.last_job);
     assert_eq!(host.pending_jobs, 1);
+}
+
+// A host that no app lists and no agent uses any more can be forgotten;
+// a listed host, a host with a live agent, or an unknown one cannot.
+#[tokio::test]
+async fn a_host_no_app_lists_is_forgotten_once_its_agent_is_gone() {
+    let app = spawn_app().await;
+    let old = app.register("old-01").await;
+    app.register("web-01").await;
+    let forget = |host: &'static str| {
+        app.client
+            .delete(app.url(&format!("/v1/hosts/{host}")))
+            .send()
+    };
+
+    let listed = forget("web-01").await.unwrap();
+    assert_error(listed, StatusCode::CONFLICT, "host_in_use").await;
+    let live = forget("old-01").await.unwrap();
+    assert_eq!(live.status(), StatusCode::CONFLICT);
+    let text = live.text().await.unwrap();
+    assert!(text.contains("the agent of old-01 is not silent"), "{text}");
+    let unknown = forget("nope-01").await.unwrap();
+    assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+
+    // Its agent gone (revoked here; silent past the lease timeout works
+    // the same), the host goes.
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/v1/agents/{}", old.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let forgotten: ForgottenHost = ok_json(forget("old-01").await.unwrap()).await;
+    assert_eq!(forgotten.agent_id, old.id);
+    let names: Vec<String> = app.hosts().await.into_iter().map(|h| h.hostname).collect();
+    assert!(!names.contains(&"old-01".to_owned()), "{names:?}");
 }

@@ -50,6 +50,28 @@ async fn the_same_repo_ref_sha_and_host_again_returns_the_open_job_with_200() {
     assert_eq!(app.list_jobs("").await.len(), 1);
 }
 
+// A job for a host nobody serves says so at once, on every read, instead
+// of waiting in silence; once an agent is there, the reason goes.
+#[tokio::test]
+async fn a_pending_job_says_when_no_agent_has_registered_for_its_host() {
+    let app = spawn_app().await;
+    let request = json!({"repo": "acme/web", "ref": "main", "host": "web-02", "sha": SHA_A});
+    let created: JobResponse = app.create_job(&request).await.json().await.unwrap();
+    let waiting = "no agent has registered for web-02; the job waits for one";
+    assert_eq!(created.job.pending_reason.as_deref(), Some(waiting));
+    assert_eq!(
+        app.get_job(&created.job.id).await.pending_reason.as_deref(),
+        Some(waiting)
+    );
+    assert_eq!(
+        app.list_jobs("").await[0].pending_reason.as_deref(),
+        Some(waiting)
+    );
+
+    app.register("web-02").await;
+    assert_eq!(app.get_job(&created.job.id).await.pending_reason, None);
+}
+
 #[tokio::test]
 async fn a_bare_branch_name_and_its_full_ref_are_the_same_ref() {
     let app = spawn_app().await;

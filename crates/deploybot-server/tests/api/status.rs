@@ -131,8 +131,8 @@ async fn a_report_from_another_agent_is_403_and_changes_nothing() {
 #[tokio::test]
 async fn a_report_on_a_pending_job_is_403_as_no_agent_holds_it() {
     let app = spawn_app().await;
-    let job = app.create_job_ok("acme/web", "web-02", SHA_A).await;
     let agent = app.register("web-02").await;
+    let job = app.create_job_ok("acme/web", "web-02", SHA_A).await;
 
     let response = app
         .report(

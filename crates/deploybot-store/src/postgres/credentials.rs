@@ -154,6 +154,32 @@ pub(super) async fn agent_by_token(
 }
 
 /// Forgets the agent's token. Returns whether the agent exists.
+pub(super) async fn forget_agent(
+    conn: &mut PgConnection,
+    agent_id: &str,
+) -> Result<(), StoreError> {
+    let running: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE assigned_agent = $1 AND status = 'running')",
+    )
+    .bind(text(agent_id))
+    .fetch_one(&mut *conn)
+    .await?;
+    if running {
+        return Err(StoreError::Conflict(format!(
+            "agent {agent_id} holds a running job"
+        )));
+    }
+    let deleted = sqlx::query("DELETE FROM agents WHERE id = $1")
+        .bind(text(agent_id))
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(StoreError::NotFound(format!("agent {agent_id}")));
+    }
+    Ok(())
+}
+
 pub(super) async fn revoke_agent(
     conn: &mut PgConnection,
     agent_id: &str,

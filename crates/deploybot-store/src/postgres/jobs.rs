@@ -57,6 +57,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Job, StoreError> {
         superseded_by: row.try_get(18)?,
         lease: row.try_get(19)?,
         cancel_requested: row.try_get(20)?,
+        pending_reason: None,
         retry_of: row.try_get(21)?,
         traceparent: row.try_get(22)?,
         id,

@@ -306,6 +306,21 @@ impl Store for PostgresStore {
         })
     }
 
+    async fn forget_agent(&self, agent_id: String) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            match credentials::forget_agent(tx, &agent_id).await {
+                // Other instances drop what they hold of it, as for a revocation.
+                Ok(()) => {
+                    let event = StoreEvent::AgentRevoked {
+                        agent_id: agent_id.clone(),
+                    };
+                    self.events.notify(tx, &event).await
+                }
+                Err(err) => Err(err),
+            }
+        })
+    }
+
     async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError> {
         credentials::create(&mut *self.conn().await?, &token).await
     }

@@ -130,6 +130,26 @@ pub(super) fn agent_by_token(
 }
 
 /// Forgets the agent's token. Returns whether the agent exists.
+pub(super) fn forget_agent(conn: &Connection, agent_id: &str) -> Result<(), StoreError> {
+    let running: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE assigned_agent = ?1 AND status = 'running')",
+        )?
+        .query_row([agent_id], |row| row.get(0))?;
+    if running {
+        return Err(StoreError::Conflict(format!(
+            "agent {agent_id} holds a running job"
+        )));
+    }
+    let deleted = conn
+        .prepare_cached("DELETE FROM agents WHERE id = ?1")?
+        .execute([agent_id])?;
+    if deleted == 0 {
+        return Err(StoreError::NotFound(format!("agent {agent_id}")));
+    }
+    Ok(())
+}
+
 pub(super) fn revoke_agent(conn: &Connection, agent_id: &str) -> Result<bool, StoreError> {
     let changed = conn
         .prepare_cached("UPDATE agents SET token_hash = NULL, status = 'offline' WHERE id = ?1")?

@@ -50,6 +50,7 @@ pub(super) fn from_row(row: &Row) -> rusqlite::Result<Job> {
         superseded_by: row.get(18)?,
         lease: row.get(19)?,
         cancel_requested: row.get(20)?,
+        pending_reason: None,
         retry_of: row.get(21)?,
         traceparent: row.get(22)?,
     })

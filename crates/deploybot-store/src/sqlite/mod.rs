@@ -212,6 +212,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn forget_agent(&self, agent_id: String) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| credentials::forget_agent(conn, &agent_id))
+            .await
+    }
+
     async fn create_token(&self, token: NewToken) -> Result<TokenInfo, StoreError> {
         self.writer
             .write(move |conn| credentials::create(conn, &token))

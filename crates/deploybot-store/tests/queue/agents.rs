@@ -311,6 +311,34 @@ async fn revoking_an_agent_loses_its_running_job(t: TestStore) {
     ));
 }
 
+async fn a_forgotten_agent_is_gone_but_not_while_it_runs_a_job(t: TestStore) {
+    let agent = t
+        .store
+        .register_agent(registration("a", "h1", vec![]))
+        .await
+        .unwrap()
+        .agent;
+    t.store
+        .enqueue(job("j", "web", "h1", "aaaaaaa"))
+        .await
+        .unwrap();
+    claimed_id(claim(&*t.store, &agent.id, "h1").await);
+    assert!(matches!(
+        t.store.forget_agent(agent.id.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    t.store.revoke_agent(agent.id.clone()).await.unwrap();
+
+    t.store.forget_agent(agent.id.clone()).await.unwrap();
+
+    assert_eq!(t.store.agent(agent.id.clone()).await.unwrap(), None);
+    assert!(t.store.agents().await.unwrap().is_empty());
+    assert!(matches!(
+        t.store.forget_agent(agent.id.clone()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 fn held(agent: &str, running: &[&str], claimed_before: time::OffsetDateTime) -> HeldJobs {
     HeldJobs {
         agent_id: agent.into(),
@@ -377,4 +405,5 @@ conformance!(
     saved_heartbeats_never_move_last_seen_back,
     an_agent_is_found_by_id_while_it_is_registered_and_not_revoked,
     revoking_an_agent_loses_its_running_job,
+    a_forgotten_agent_is_gone_but_not_while_it_runs_a_job,
 );

@@ -4,10 +4,12 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use deploybot_wire::{
-    AuditResponse, CreateTokenRequest, CreatedToken, Job, TokenInfo, TokenRole, TokensResponse,
+    Agent, AuditResponse, CreateTokenRequest, CreatedToken, ForgottenHost, Job, TokenInfo,
+    TokenRole, TokensResponse,
 };
 
-use super::client::Result;
+use super::client::{CliError, Kind, Result};
+use super::info;
 use super::output::{self, Cell, Paint, Style, Table};
 use super::{AuditArgs, CreateTokenArgs, Ctx};
 
@@ -195,15 +197,51 @@ pub async fn replace_agent(ctx: &Ctx, hostname: String, expires_in: Duration) ->
     Ok(())
 }
 
-pub async fn revoke_agent(ctx: &Ctx, id: &str) -> Result<()> {
+/// The agent `given` names: its id, the start of its id, or its hostname.
+async fn resolve_agent(ctx: &Ctx, given: &str) -> Result<Agent> {
+    let agents = info::all_agents(ctx).await?;
+    if let Some(agent) = agents
+        .iter()
+        .find(|agent| agent.id == given || agent.hostname == given)
+    {
+        return Ok(agent.clone());
+    }
+    let matching: Vec<&Agent> = agents.iter().filter(|a| a.id.starts_with(given)).collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(CliError::new(
+            Kind::NotFound,
+            format!("no agent has the id or hostname {given:?}"),
+        )
+        .with_hint("`deploybot agents` lists them")),
+        several => Err(CliError::new(
+            Kind::NotFound,
+            format!(
+                "{given:?} is ambiguous: {} agents' ids start with it ({})",
+                several.len(),
+                several
+                    .iter()
+                    .map(|a| a.hostname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .with_hint("give more of the id, or the hostname")),
+    }
+}
+
+pub async fn revoke_agent(ctx: &Ctx, given: &str) -> Result<()> {
+    let agent = resolve_agent(ctx, given).await?;
+    let id = agent.id.as_str();
     let lost: Vec<Job> = ctx.client.delete(&["v1", "agents", id]).await?;
     if ctx.json {
         output::print_json(&lost);
         return Ok(());
     }
     outln!(
-        "revoked agent {}: its token stops working",
-        output::escape_cell(id)
+        "revoked agent {} of {}: its token stops working",
+        output::escape_cell(id),
+        output::escape_cell(&agent.hostname)
     );
     for job in &lost {
         outln!(
@@ -215,6 +253,20 @@ pub async fn revoke_agent(ctx: &Ctx, id: &str) -> Result<()> {
     eprintln!(
         "An agent that still has a valid enrollment token enrolls again by itself: \
          revoke that token too to keep the host out."
+    );
+    Ok(())
+}
+
+pub async fn forget_host(ctx: &Ctx, hostname: &str) -> Result<()> {
+    let forgotten: ForgottenHost = ctx.client.delete(&["v1", "hosts", hostname]).await?;
+    if ctx.json {
+        output::print_json(&forgotten);
+        return Ok(());
+    }
+    outln!(
+        "forgot host {} (its agent {} was removed)",
+        output::escape_cell(&forgotten.hostname),
+        forgotten.agent_id
     );
     Ok(())
 }

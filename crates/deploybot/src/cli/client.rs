@@ -120,6 +120,22 @@ impl Client {
         }
         url.set_query(None);
         url.set_fragment(None);
+        // `…/v1` or `…/docs` pasted from the browser: API paths are ours to add.
+        let last = url
+            .path_segments()
+            .and_then(|mut segments| segments.rfind(|s| !s.is_empty()).map(str::to_owned));
+        if let Some(last @ ("v1" | "docs" | "openapi.json" | "health" | "ready" | "metrics")) =
+            last.as_deref()
+        {
+            let mut base_url = url.clone();
+            let path = url.path().trim_end_matches('/');
+            base_url.set_path(path.strip_suffix(last).unwrap_or(path));
+            return Err(CliError::new(
+                Kind::Usage,
+                format!("{base:?} is a page of the controller, not its base URL"),
+            )
+            .with_hint(format!("give the controller's base URL: {base_url}")));
+        }
         let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("deploybot-cli/", env!("CARGO_PKG_VERSION")));
@@ -269,6 +285,19 @@ impl Client {
     /// connection broke.
     pub fn unreachable(&self, err: &reqwest::Error) -> CliError {
         let reason = transport_reason(err);
+        if self.base.scheme() == "https" && speaks_plain_http(&reason) {
+            let mut plain = self.base.clone();
+            // Infallible for an https URL.
+            let _ = plain.set_scheme("http");
+            return CliError::new(
+                Kind::Unreachable,
+                format!(
+                    "the controller at {} speaks plain HTTP, not HTTPS",
+                    self.base()
+                ),
+            )
+            .with_hint(format!("use {plain}"));
+        }
         let hint = if reason.contains("certificate") {
             "if its certificate comes from a private CA, pass that CA with --ca-cert or DEPLOYBOT_CA_CERT"
         } else {
@@ -337,6 +366,17 @@ fn read_ca_cert(path: &Path) -> Result<Vec<reqwest::Certificate>> {
 
 /// Why a request got no answer, in a few words: the innermost cause says
 /// it best (connection refused, no such host…).
+/// A TLS handshake that got an HTTP answer instead (rustls' words for it).
+fn speaks_plain_http(reason: &str) -> bool {
+    [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|sign| reason.contains(sign))
+}
+
 fn transport_reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "timed out".to_owned();

@@ -90,9 +90,18 @@ pub fn resolve(flags: &GlobalArgs) -> Result<Target> {
     };
     Ok(Target {
         url: url.or(file.url).unwrap_or_else(|| DEFAULT_URL.to_owned()),
-        token: token.or(file.token).map(|t| t.trim().to_owned()),
+        token: token.or(file.token).map(|t| bare_token(&t).to_owned()),
         ca_cert: ca_cert.or(file.ca_cert),
     })
+}
+
+/// The token itself, also when pasted as a header value (`Bearer dbt_…`).
+fn bare_token(given: &str) -> &str {
+    let given = given.trim();
+    match given.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => given,
+    }
 }
 
 /// The file at `path`; `None` when there is none.
@@ -186,6 +195,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_pasted_with_its_scheme_is_the_token() {
+        assert_eq!(bare_token("Bearer dbt_api_x"), "dbt_api_x");
+        assert_eq!(bare_token(" bearer   dbt_api_x \n"), "dbt_api_x");
+        assert_eq!(bare_token("dbt_api_x"), "dbt_api_x");
+    }
 
     #[test]
     fn the_file_round_trips_and_debug_hides_the_token() {

@@ -160,14 +160,20 @@ pub async fn hosts(ctx: &Ctx) -> Result<()> {
             job_cell(host.current_job.as_ref(), &ids, &short),
             job_cell(host.last_job.as_ref(), &ids, &short),
             Cell::new(host.pending_jobs.to_string()),
-            Cell::new(host.apps.join(", ")),
+            if host.apps.is_empty() {
+                // An agent for a host no app lists: it gets no jobs.
+                Cell::painted("none (no app deploys here)", Paint::Yellow)
+            } else {
+                Cell::new(host.apps.join(", "))
+            },
         ]);
     }
     table.print("no hosts: apps.yaml lists none and no agent has registered");
     Ok(())
 }
 
-pub async fn agents(ctx: &Ctx) -> Result<()> {
+/// Every agent, page by page.
+pub async fn all_agents(ctx: &Ctx) -> Result<Vec<Agent>> {
     let mut agents: Vec<Agent> = Vec::new();
     loop {
         let after = agents.last().map(|agent| agent.hostname.clone());
@@ -184,6 +190,11 @@ pub async fn agents(ctx: &Ctx) -> Result<()> {
             break;
         }
     }
+    Ok(agents)
+}
+
+pub async fn agents(ctx: &Ctx) -> Result<()> {
+    let agents = all_agents(ctx).await?;
     if ctx.json {
         output::print_json(&agents);
         return Ok(());

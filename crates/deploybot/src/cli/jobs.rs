@@ -127,6 +127,12 @@ pub async fn deploy(ctx: &Ctx, args: DeployArgs) -> Result<()> {
         if !ctx.json {
             // Said at once: if a later host fails, the jobs made are known.
             outln!("{}", queued_line(&answer, style));
+            if let Some(reason) = &answer.job.pending_reason {
+                outln!(
+                    "{}",
+                    style.paint(Paint::Yellow, &output::escape_cell(reason))
+                );
+            }
         }
         answers.push(answer);
     }
@@ -312,6 +318,9 @@ pub async fn show(ctx: &Ctx, given: &str) -> Result<()> {
     }
     if let Some(error) = &job.error {
         fields.push(("error", output::escape_cell(error.trim_end())));
+    }
+    if let Some(reason) = &job.pending_reason {
+        fields.push(("waiting", output::escape_cell(reason)));
     }
     let command: Vec<String> = job
         .deploy

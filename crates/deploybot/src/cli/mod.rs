@@ -185,9 +185,13 @@ pub enum Command {
     /// queue, recent failures.
     #[command(after_help = "Examples:\n  deploybot status\n  deploybot status -o json")]
     Status(PlainArgs),
-    /// Hosts: their agent, running and last job, pending jobs, apps.
-    #[command(after_help = "Example:\n  deploybot hosts")]
-    Hosts(PlainArgs),
+    /// Hosts: their agent, running and last job, pending jobs, apps;
+    /// `hosts forget HOST` removes one no app lists and no agent uses (admin).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  deploybot hosts\n  deploybot hosts forget old-web-03"
+    )]
+    Hosts(HostsArgs),
     /// Registered agents; `agents revoke ID` shuts one out (admin).
     #[command(
         args_conflicts_with_subcommands = true,
@@ -357,6 +361,26 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HostsArgs {
+    #[command(subcommand)]
+    pub command: Option<HostsCommand>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Forget a host (admin): one that no app lists any more and whose agent
+    /// has gone silent. It leaves the hosts list; its jobs stay in the history.
+    #[command(after_help = "Example:\n  deploybot hosts forget old-web-03")]
+    Forget {
+        /// The host's name.
+        #[arg(value_name = "HOST")]
+        hostname: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct AgentsArgs {
     #[command(subcommand)]
     pub command: Option<AgentsCommand>,
@@ -368,13 +392,14 @@ pub struct AgentsArgs {
 pub enum AgentsCommand {
     /// Revoke an agent (admin): its token stops working and its running job becomes lost.
     #[command(
-        after_help = "Example:\n  deploybot agents revoke 0195ab3f-0000-7000-8000-000000000000\n\n\
+        after_help = "Examples:\n  deploybot agents revoke web-01\n  deploybot agents revoke 0195ab3f\n\n\
         An agent that still has a valid enrollment token enrolls again by itself:\n\
         revoke that token too (deploybot tokens revoke) to keep the host out."
     )]
     Revoke {
-        /// The agent's id (`deploybot agents` lists them).
-        #[arg(value_name = "ID")]
+        /// The agent's hostname, id, or the start of its id (`deploybot
+        /// agents` lists them).
+        #[arg(value_name = "HOST|ID")]
         id: String,
     },
     /// Let a new agent take a host over (admin): prints a single-use
@@ -484,7 +509,8 @@ impl Command {
             Command::Job(a) | Command::Cancel(a) => &a.global,
             Command::Logs(a) => &a.global,
             Command::Retry(a) => &a.global,
-            Command::Hosts(a) | Command::Apps(a) | Command::Status(a) => &a.global,
+            Command::Apps(a) | Command::Status(a) => &a.global,
+            Command::Hosts(a) => &a.global,
             Command::Agents(a) => &a.global,
             Command::Explain(a) => &a.global,
             Command::Deliveries(a) => &a.global,
@@ -580,7 +606,10 @@ async fn dispatch(global: GlobalArgs, command: Command, login_token: Option<Stri
         Command::Cancel(args) => jobs::cancel(&ctx, &args.id).await,
         Command::Retry(args) => jobs::retry(&ctx, args).await,
         Command::Status(_) => info::status(&ctx).await,
-        Command::Hosts(_) => info::hosts(&ctx).await,
+        Command::Hosts(args) => match args.command {
+            None => info::hosts(&ctx).await,
+            Some(HostsCommand::Forget { hostname }) => admin::forget_host(&ctx, &hostname).await,
+        },
         Command::Agents(args) => match args.command {
             None => info::agents(&ctx).await,
             Some(AgentsCommand::Revoke { id }) => admin::revoke_agent(&ctx, &id).await,

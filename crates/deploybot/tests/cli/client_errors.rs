@@ -7,7 +7,7 @@ use deploybot_wire::{CreatedToken, JobResponse};
 use tokio::task::block_in_place;
 
 use crate::common::{
-    Finished, Server, WEB_APPS_YAML, client, deploybot, run, web_server_command, write,
+    ADMIN_TOKEN, Finished, Server, WEB_APPS_YAML, client, deploybot, run, web_server_command, write,
 };
 
 fn cli(dir: &Path, server: &Server, args: &[&str]) -> Finished {
@@ -281,4 +281,73 @@ async fn filters_on_unknown_apps_and_hosts_say_they_do_not_exist() {
     // A known app with no jobs yet is simply empty.
     let empty = cli(root, &server, &["jobs", "--app", "web"]);
     assert_eq!(empty.status.code(), Some(0), "{empty:?}");
+}
+
+// The usual ways of pasting the wrong thing get an answer that says what
+// to give instead; a token pasted with its `Bearer ` scheme just works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_urls_and_tokens_are_explained_or_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let server = web_server(root);
+    let plain = server.address.clone();
+    let port = plain.rsplit(':').next().unwrap();
+
+    let https = cli(
+        root,
+        &server,
+        &["--url", &plain.replace("http://", "https://"), "status"],
+    );
+    assert_eq!(https.status.code(), Some(3), "{https:?}");
+    assert_eq!(
+        https.stderr,
+        format!(
+            "error: the controller at https://127.0.0.1:{port} speaks plain HTTP, not HTTPS\n\
+             hint: use http://127.0.0.1:{port}/\n"
+        )
+    );
+    for page in ["/v1", "/docs", "/v1/"] {
+        let out = cli(
+            root,
+            &server,
+            &["--url", &format!("{plain}{page}"), "status"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(
+            out.stderr,
+            format!(
+                "error: \"{plain}{page}\" is a page of the controller, not its base URL\n\
+                 hint: give the controller's base URL: {plain}/\n"
+            )
+        );
+    }
+    let mut cmd = client(root, &server.address);
+    cmd.env("DEPLOYBOT_TOKEN", format!("Bearer {ADMIN_TOKEN}"))
+        .arg("status");
+    let bearer = block_in_place(|| run(cmd));
+    assert_eq!(bearer.status.code(), Some(0), "{bearer:?}");
+}
+
+// A deploy to a host nobody serves says so at once, not after a silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_to_a_host_without_an_agent_says_it_waits_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let server = web_server(root);
+
+    let out = cli(
+        root,
+        &server,
+        &[
+            "deploy", "--repo", "acme/web", "--ref", "main", "--host", "web-02",
+        ],
+    );
+
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.get(1).copied(),
+        Some("no agent has registered for web-02; the job waits for one"),
+        "{out:?}"
+    );
 }

@@ -199,7 +199,8 @@ async fn tables_for_people_and_json_for_scripts() {
     let revoked: deploybot_wire::TokenInfo =
         json(root, &server, &["tokens", "revoke", &token.info.id]);
     assert!(revoked.revoked_at.is_some(), "{revoked:?}");
-    let lost: Vec<Job> = json(root, &server, &["agents", "revoke", &agent.id]);
+    // An agent is named by its hostname too.
+    let lost: Vec<Job> = json(root, &server, &["agents", "revoke", "web-01"]);
     assert!(lost.is_empty(), "an idle agent held no job: {lost:?}");
 }
 
