@@ -39,7 +39,6 @@ mod live;
 mod maintenance;
 mod metrics;
 mod openapi;
-mod pending;
 mod presence;
 mod push_plan;
 mod queue;
@@ -51,6 +50,7 @@ mod state;
 mod tls;
 mod trace;
 mod unread_body;
+mod waiting;
 mod webhook;
 
 use std::future::Future;

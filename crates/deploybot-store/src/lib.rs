@@ -109,6 +109,7 @@ impl NewJob {
             lease: None,
             cancel_requested: false,
             pending_reason: None,
+            agent_silent_secs: None,
             retry_of: self.retry_of.clone(),
             traceparent: self.traceparent.clone(),
         }

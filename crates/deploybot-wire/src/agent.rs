@@ -216,6 +216,10 @@ pub struct HostInfo {
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<Timestamp>,
+    /// Seconds since the agent was last heard from, once a heartbeat is
+    /// overdue and before it counts as offline: it may have died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_secs: Option<u64>,
     /// The job running on the host now.
     pub current_job: Option<Job>,
     /// The most recent job that finished on the host.

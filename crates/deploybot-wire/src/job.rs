@@ -194,6 +194,11 @@ pub struct Job {
     /// Absent otherwise (and for other statuses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
+    /// For a running job: seconds since its agent was last heard from, once
+    /// a heartbeat is overdue (the agent may be dead; the job becomes `lost`
+    /// at the lease timeout). Absent while the agent is heard from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_silent_secs: Option<u64>,
     /// The job this one retries.
     #[serde(default)]
     pub retry_of: Option<String>,

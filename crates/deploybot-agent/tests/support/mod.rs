@@ -226,6 +226,7 @@ pub fn job(id: &str, command: Vec<String>) -> Job {
         lease: None,
         cancel_requested: false,
         pending_reason: None,
+        agent_silent_secs: None,
         retry_of: None,
         traceparent: None,
     }

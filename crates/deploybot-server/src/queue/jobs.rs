@@ -2,7 +2,7 @@
 //! heartbeat hands out or frees.
 
 use deploybot_store::{Claim, Enqueued, HeldJobs, NewJob, ReportOutcome, StatusReport, StoreError};
-use deploybot_wire::{Job, JobStatus, Timestamp};
+use deploybot_wire::{AgentStatus, Job, JobStatus, Timestamp};
 
 use super::{Actor, Queue};
 
@@ -76,6 +76,13 @@ impl Queue {
             // The host is free: a long-poll of its agent held meanwhile can
             // take the next pending job now instead of at the end of its wait.
             self.job_ended(job);
+            // The report is a sign of life, and the agent is idle from now
+            // on: `hosts` must not show it busy until its next heartbeat.
+            if job.status.is_final()
+                && let Some(agent) = &job.assigned_agent
+            {
+                self.presence.beat(agent, AgentStatus::Idle);
+            }
         }
         Ok(outcome)
     }

@@ -14,6 +14,7 @@ use crate::auth::{Address, Caller};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::queue::{Actor, ForgetRefused};
 use crate::state::AppState;
+use crate::waiting;
 
 /// Hosts, their agents and their jobs.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,6 +64,7 @@ pub async fn list(
         .then(|| page.last().cloned())
         .flatten();
     let jobs = state.queue.store().host_jobs(page).await?;
+    let now = time::OffsetDateTime::now_utc();
     let hosts = jobs
         .into_iter()
         .map(|jobs| {
@@ -71,6 +73,9 @@ pub async fn list(
                 agent_id: agent.as_ref().map(|a| a.id.clone()),
                 agent_status: agent.as_ref().map_or(AgentStatus::Offline, |a| a.status),
                 last_seen: agent.as_ref().and_then(|a| a.last_heartbeat),
+                silent_secs: agent
+                    .as_ref()
+                    .and_then(|a| waiting::silent_secs(a, state.lease_timeout, now)),
                 current_job: jobs.current,
                 last_job: jobs.last,
                 pending_jobs: jobs.pending,

@@ -15,10 +15,10 @@ use utoipa::IntoParams;
 
 use crate::auth::{Address, AgentCaller, Caller, Deployer, writing_agent};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::pending;
 use crate::queue::Actor;
 use crate::state::AppState;
 use crate::trace;
+use crate::waiting;
 
 /// Largest `metadata` accepted, serialized.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -164,7 +164,7 @@ async fn answer_enqueued(
         StatusCode::OK
     };
     let mut job = [enqueued.job];
-    pending::annotate(&state.queue, state.lease_timeout, &mut job).await?;
+    waiting::annotate(&state.queue, state.lease_timeout, &mut job).await?;
     let [job] = job;
     Ok((
         status,
@@ -222,7 +222,7 @@ pub async fn list(
         })
         .await?;
     let mut jobs = jobs;
-    pending::annotate(&state.queue, state.lease_timeout, &mut jobs).await?;
+    waiting::annotate(&state.queue, state.lease_timeout, &mut jobs).await?;
     Ok(Json(jobs))
 }
 
@@ -251,7 +251,7 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
     let mut job = [job];
-    pending::annotate(&state.queue, state.lease_timeout, &mut job).await?;
+    waiting::annotate(&state.queue, state.lease_timeout, &mut job).await?;
     let [job] = job;
     Ok(Json(JobResponse { job, created: None }))
 }

@@ -143,3 +143,30 @@ async fn a_host_no_app_lists_is_forgotten_once_its_agent_is_gone() {
     let names: Vec<String> = app.hosts().await.into_iter().map(|h| h.hostname).collect();
     assert!(!names.contains(&"old-01".to_owned()), "{names:?}");
 }
+
+// The host is shown idle as soon as its agent reports the job's end, not
+// at its next heartbeat (a long-poll later).
+#[tokio::test]
+async fn an_agent_that_reported_its_job_is_shown_idle_at_once() {
+    let app = spawn_app().await;
+    let agent = app.register("web-01").await;
+    let job = app.create_job_ok("acme/web", "web-01", SHA_A).await;
+    let busy_beat = app
+        .client
+        .post(app.url(&format!("/v1/agents/{}/heartbeat", agent.id)))
+        .bearer_auth(app.agent_token(&agent.id))
+        .json(&json!({"status": "busy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy_beat.status(), StatusCode::OK);
+    assert_eq!(app.host("web-01").await.agent_status, AgentStatus::Busy);
+
+    ok_json::<UpdateJobStatusResponse>(
+        app.report(&job.id, &json!({"status": "success", "exit_code": 0}))
+            .await,
+    )
+    .await;
+
+    assert_eq!(app.host("web-01").await.agent_status, AgentStatus::Idle);
+}

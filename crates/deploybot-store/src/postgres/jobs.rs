@@ -58,6 +58,7 @@ pub(super) fn from_row(row: &PgRow) -> Result<Job, StoreError> {
         lease: row.try_get(19)?,
         cancel_requested: row.try_get(20)?,
         pending_reason: None,
+        agent_silent_secs: None,
         retry_of: row.try_get(21)?,
         traceparent: row.try_get(22)?,
         id,

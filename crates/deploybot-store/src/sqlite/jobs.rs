@@ -51,6 +51,7 @@ pub(super) fn from_row(row: &Row) -> rusqlite::Result<Job> {
         lease: row.get(19)?,
         cancel_requested: row.get(20)?,
         pending_reason: None,
+        agent_silent_secs: None,
         retry_of: row.get(21)?,
         traceparent: row.get(22)?,
     })

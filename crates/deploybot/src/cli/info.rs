@@ -146,12 +146,14 @@ pub async fn hosts(ctx: &Ctx) -> Result<()> {
         "APPS",
     ]);
     for host in &answer.hosts {
-        let agent = match &host.agent_id {
-            Some(_) => Cell::painted(
+        let agent = match (&host.agent_id, host.silent_secs) {
+            // A heartbeat is overdue: it may be dead, whatever it said last.
+            (Some(_), Some(secs)) => Cell::painted(format!("silent {secs}s"), Paint::Yellow),
+            (Some(_), None) => Cell::painted(
                 host.agent_status.as_str(),
                 Paint::of_agent(host.agent_status),
             ),
-            None => Cell::painted("no agent", Paint::Red),
+            (None, _) => Cell::painted("no agent", Paint::Red),
         };
         table.row(vec![
             Cell::new(&host.hostname),
@@ -199,6 +201,13 @@ pub async fn agents(ctx: &Ctx) -> Result<()> {
         output::print_json(&agents);
         return Ok(());
     }
+    // Hosts some app deploys to: an agent for any other gets no jobs.
+    let apps: AppsResponse = ctx.client.get(&["v1", "apps"], &[]).await?;
+    let served: std::collections::HashSet<&str> = apps
+        .apps
+        .iter()
+        .flat_map(|app| app.hosts.iter().map(String::as_str))
+        .collect();
     let now = output::now();
     let mut table = Table::new(&[
         "ID",
@@ -209,9 +218,17 @@ pub async fn agents(ctx: &Ctx) -> Result<()> {
         "CAPABILITIES",
     ]);
     for agent in &agents {
+        let hostname = if served.contains(agent.hostname.as_str()) {
+            Cell::new(&agent.hostname)
+        } else {
+            Cell::painted(
+                format!("{} (no app deploys here)", agent.hostname),
+                Paint::Yellow,
+            )
+        };
         table.row(vec![
             Cell::new(&agent.id),
-            Cell::new(&agent.hostname),
+            hostname,
             Cell::painted(agent.status.as_str(), Paint::of_agent(agent.status)),
             Cell::new(output::ago_or_dash(agent.last_heartbeat, now)),
             Cell::new(output::ago(agent.registered_at, now)),

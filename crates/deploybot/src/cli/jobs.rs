@@ -46,14 +46,18 @@ pub async fn resolve_job_id(client: &Client, given: &str) -> Result<String> {
             &[("limit", Some(SHORT_ID_SEARCH.to_owned()))],
         )
         .await?;
-    let matching: Vec<&Job> = jobs.iter().filter(|j| j.id.starts_with(&given)).collect();
+    // The tail tables print, or the start of the id, as git takes a sha.
+    let matching: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.id.ends_with(&given) || j.id.starts_with(&given))
+        .collect();
     match matching.as_slice() {
         [] => Err(not_found()),
         [one] => Ok(one.id.clone()),
         many => {
             let now = output::now();
             let mut message = format!(
-                "job id {given} is ambiguous: {} jobs start with it:",
+                "job id {given} is ambiguous: {} jobs start or end with it:",
                 many.len()
             );
             for job in many.iter().take(MAX_CANDIDATES) {

@@ -162,23 +162,24 @@ pub enum Command {
         deploybot jobs --status running --host web-01\n  \
         deploybot jobs --app web --limit 10 -o json")]
     Jobs(JobsArgs),
-    /// Show one job (a short id such as 0195ab3f works, like git's short SHAs).
-    #[command(after_help = "Examples:\n  deploybot job 0195ab3f\n  deploybot job 0195ab3f -o json")]
+    /// Show one job: its id, the short id tables print (its last 8
+    /// characters), or the start of the id.
+    #[command(after_help = "Examples:\n  deploybot job 5d85f476\n  deploybot job 5d85f476 -o json")]
     Job(JobArgs),
     /// Print a job's output, or follow output live with -f.
     #[command(after_help = "Examples:\n  \
-        deploybot logs 0195ab3f\n  \
-        deploybot logs -f 0195ab3f           # until the job ends\n  \
+        deploybot logs 5d85f476\n  \
+        deploybot logs -f 5d85f476           # until the job ends\n  \
         deploybot logs -f --app web          # every job of web, until Ctrl-C\n  \
         deploybot logs -f                    # everything\n\n\
         Control characters in deploy output are shown escaped (\\x1b), never sent to the terminal.")]
     Logs(LogsArgs),
     /// Cancel a pending job, or ask a running job's agent to stop it.
-    #[command(after_help = "Example:\n  deploybot cancel 0195ab3f")]
+    #[command(after_help = "Example:\n  deploybot cancel 5d85f476")]
     Cancel(JobArgs),
     /// Run a finished job again, as a new job.
     #[command(
-        after_help = "Examples:\n  deploybot retry 0195ab3f\n  deploybot retry 0195ab3f --wait"
+        after_help = "Examples:\n  deploybot retry 5d85f476\n  deploybot retry 5d85f476 --wait"
     )]
     Retry(RetryArgs),
     /// The controller on one screen: version, uptime, database, agents,
@@ -195,7 +196,7 @@ pub enum Command {
     /// Registered agents; `agents revoke ID` shuts one out (admin).
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Examples:\n  deploybot agents\n  deploybot agents revoke 0195ab3f-0000-7000-8000-000000000000"
+        after_help = "Examples:\n  deploybot agents\n  deploybot agents revoke web-01"
     )]
     Agents(AgentsArgs),
     /// The controller's apps, as its apps.yaml says now.

@@ -355,31 +355,42 @@ pub fn timestamp(at: Timestamp) -> String {
         .unwrap_or_else(|_| at.to_string())
 }
 
-/// The shortest prefix of each id, at least [`SHORT_ID`] characters, that
-/// no other id in `ids` shares: UUIDv7 ids made in the same minute share
-/// their first 8 characters, so a table of one push's jobs needs more.
+/// Each id as tables show it: its last [`SHORT_ID`] characters, which in a
+/// UUIDv7 are random (its first ones are the time it was made, shared by
+/// every job of a push), so one width fits everywhere. Two ids of `ids`
+/// with the same tail (about one chance in 10^4 among a thousand jobs) get
+/// as many more characters as tell them apart. `deploybot job`, `logs`,
+/// `cancel` and `retry` take such a tail, as they take a prefix.
 pub fn short_ids(ids: &[&str]) -> Vec<String> {
     ids.iter()
         .map(|id| {
             let longest_shared = ids
                 .iter()
                 .filter(|other| *other != id)
-                .map(|other| common_prefix(id, other))
+                .map(|other| common_suffix(id, other))
                 .max()
                 .unwrap_or(0);
-            let len = (longest_shared + 1).max(SHORT_ID);
-            id.chars().take(len).collect()
+            tail(id, (longest_shared + 1).max(SHORT_ID))
         })
         .collect()
 }
 
-/// One id alone: its first [`SHORT_ID`] characters.
+/// One id alone: its last [`SHORT_ID`] characters.
 pub fn short_id(id: &str) -> String {
-    id.chars().take(SHORT_ID).collect()
+    tail(id, SHORT_ID)
 }
 
-fn common_prefix(a: &str, b: &str) -> usize {
-    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
+fn tail(id: &str, len: usize) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    chars[chars.len().saturating_sub(len)..].iter().collect()
+}
+
+fn common_suffix(a: &str, b: &str) -> usize {
+    a.chars()
+        .rev()
+        .zip(b.chars().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// A commit as people say it: 7 characters.
@@ -447,16 +458,17 @@ mod tests {
     }
 
     #[test]
-    fn short_ids_grow_until_unique() {
+    fn short_ids_are_random_tails_that_grow_until_unique() {
         let ids = [
-            "01952c1e-1111-7aaa-8000-000000000001",
-            "01952c1e-1111-7aab-8000-000000000002",
-            "01952d00-2222-7ccc-8000-000000000003",
+            "01952c1e-1111-7aaa-8000-00000000a001",
+            "01952c1e-1111-7aab-8000-00000000a001",
+            "01952c1e-1111-7aac-8000-0000000bb002",
         ];
         assert_eq!(
             short_ids(&ids),
-            ["01952c1e-1111-7aaa", "01952c1e-1111-7aab", "01952d00"]
+            ["a-8000-00000000a001", "b-8000-00000000a001", "000bb002"]
         );
         assert_eq!(short_ids(&["abc"]), ["abc"]);
+        assert_eq!(short_id("01952c1e-1111-7aaa-8000-00000000a001"), "0000a001");
     }
 }

@@ -259,11 +259,56 @@ pub async fn follow_jobs(client: &Client, jobs: Vec<Job>, lines: Lines) -> Resul
     Ok(ended.into_iter().flatten().collect())
 }
 
+/// How often a followed job is looked at for a silent agent.
+const SILENCE_CHECK: Duration = Duration::from_secs(5);
+
+/// Says when the agent of a followed job falls silent (it may have died:
+/// the job is lost at the lease timeout), once per silence, and when a
+/// pending job's reason to wait changes. Runs until aborted.
+async fn watch_silence(client: Client, job: Job, printer: Printer) {
+    let mut said_reason = job.pending_reason.clone();
+    let mut silent = false;
+    let mut interval = tokio::time::interval(SILENCE_CHECK);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Ok(current) = get_job(&client, &job.id).await else {
+            continue;
+        };
+        let host = output::escape_cell(&current.host);
+        match current.agent_silent_secs {
+            Some(secs) if !silent => {
+                printer.say(&printer.style().paint(
+                    Paint::Yellow,
+                    &format!(
+                        "the agent of {host} has been silent for {secs}s; the job becomes lost if it stays silent past the lease timeout"
+                    ),
+                ));
+                silent = true;
+            }
+            Some(_) => {}
+            None => silent = false,
+        }
+        if current.pending_reason != said_reason
+            && let Some(reason) = &current.pending_reason
+        {
+            printer.say(
+                &printer
+                    .style()
+                    .paint(Paint::Yellow, &output::escape_cell(reason)),
+            );
+        }
+        said_reason = current.pending_reason;
+    }
+}
+
 /// One job's stream, from its first line to its final status.
 async fn follow_one(client: &Client, job: Job, printer: &Printer) -> Result<Job> {
     if job.status == JobStatus::Pending {
         printer.waiting(&job);
     }
+    let watcher = tokio::spawn(watch_silence(client.clone(), job.clone(), printer.clone()));
+    let _stop_watching = AbortOnDrop(watcher);
     let mut stream = Follow::new(
         client.clone(),
         vec![("job_id", Some(job.id.clone()))],
@@ -293,6 +338,15 @@ async fn follow_one(client: &Client, job: Job, printer: &Printer) -> Result<Job>
                 }
             }
         }
+    }
+}
+
+/// Aborts the task when dropped (the follow ended, or failed).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

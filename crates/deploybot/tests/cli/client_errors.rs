@@ -152,12 +152,27 @@ async fn short_job_ids_resolve_like_git_short_shas() {
     );
     assert_eq!(upper.status.code(), Some(0), "{upper:?}");
 
+    // The short id tables print: the id's last 8 characters.
+    let tail = &first[first.len() - 8..];
+    let by_tail = cli(root, &server, &["job", tail, "-o", "json"]);
+    assert_eq!(by_tail.status.code(), Some(0), "{by_tail:?}");
+    let by_tail: JobResponse = serde_json::from_str(&by_tail.stdout).unwrap();
+    assert_eq!(by_tail.job.id, first);
+    let table = cli(root, &server, &["jobs"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|line| line.starts_with(&format!("{tail}  "))),
+        "{table:?}"
+    );
+
     // Ambiguous: both candidates named, exit 5.
     let ambiguous = cli(root, &server, &["cancel", &first[..shared]]);
     assert_eq!(ambiguous.status.code(), Some(5), "{ambiguous:?}");
     assert!(
         ambiguous.stderr.starts_with(&format!(
-            "error: job id {} is ambiguous: 2 jobs start with it:\n",
+            "error: job id {} is ambiguous: 2 jobs start or end with it:\n",
             &first[..shared]
         )),
         "{ambiguous:?}"

@@ -8,8 +8,9 @@ use deploybot_wire::{JobResponse, JobStatus};
 use tokio::task::block_in_place;
 
 use crate::common::{
-    AgentProcess, GroupGuard, JobStream, agent_command, app_entry, controller_and_agent,
-    group_members, is_alive, ok_json, read_pid, run, sha, wait_gone, write_apps, write_script,
+    AgentProcess, DEADLINE, Following, GroupGuard, JobStream, agent_command, app_entry, client,
+    controller_and_agent, group_members, is_alive, ok_json, read_pid, run, sha, wait_gone,
+    write_apps, write_script,
 };
 
 /// Long enough that a busy machine never loses a lease by accident.
@@ -213,6 +214,64 @@ async fn an_agent_restarted_after_kill_9_kills_its_leftover_deploy_and_reports_i
         ),
         "{reported:?}"
     );
+}
+
+// A dead agent does not look busy for a whole lease: as soon as a
+// heartbeat is overdue, `hosts` says the agent is silent and a follow of
+// its job says so too, before the job is declared lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_said_to_be_silent_before_its_job_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let script = root.join("deploy.sh");
+    write_script(
+        &script,
+        &format!(
+            "echo $$ > \"{root}/deploy.pid\"\necho 'sleeping'\nsleep 120\n",
+            root = root.display()
+        ),
+    );
+    write_apps(
+        root,
+        &[app_entry("web", "acme/web", "web-01", &script, None)],
+    );
+    // A 20 s lease: a heartbeat is overdue after 10 s.
+    let (server, mut agent) = block_in_place(|| controller_and_agent(root, "20s", "2s"));
+    server.wait_agent_idle("web-01", &agent.id).await;
+    let job = server
+        .push_one("silent-1", "acme/web", "refs/heads/main", &sha(1))
+        .await;
+    let mut stream = JobStream::open(&server, &job).await;
+    stream.wait_for_line("sleeping").await;
+    let _orphan = GroupGuard(read_pid(root.join("deploy.pid")));
+    let follow = Following::spawn({
+        let mut cmd = client(root, &server.address);
+        cmd.args(["logs", "-f", &job]);
+        cmd
+    });
+    follow
+        .stdout
+        .wait_for(0, "sleeping", DEADLINE)
+        .unwrap_or_else(|err| panic!("{err}"));
+
+    block_in_place(|| agent.kill9());
+    let said = follow
+        .stdout
+        .wait_for(0, "the agent of web-01 has been silent for", DEADLINE)
+        .unwrap_or_else(|err| panic!("no silence said: {err}"));
+    assert!(
+        said.contains("the job becomes lost if it stays silent past the lease timeout"),
+        "{said}"
+    );
+    let hosts = block_in_place(|| {
+        let mut cmd = client(root, &server.address);
+        cmd.arg("hosts");
+        run(cmd)
+    });
+    let status = stream.wait_for_final().await;
+    assert_eq!(status["status"], "lost", "{status}");
+    // Said while the job still ran (a follow ends with the job).
+    assert!(hosts.stdout.contains("web-01  silent "), "{hosts:?}");
 }
 
 #[test]
