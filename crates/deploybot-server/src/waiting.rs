@@ -81,6 +81,18 @@ pub async fn annotate(
     Ok(())
 }
 
+/// [`annotate`] for one job.
+pub async fn annotate_one(
+    queue: &Queue,
+    offline_after: Duration,
+    job: Job,
+) -> Result<Job, ApiError> {
+    let mut one = [job];
+    annotate(queue, offline_after, &mut one).await?;
+    let [job] = one;
+    Ok(job)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,9 +163,7 @@ async fn answer_enqueued(
     } else {
         StatusCode::OK
     };
-    let mut job = [enqueued.job];
-    waiting::annotate(&state.queue, state.lease_timeout, &mut job).await?;
-    let [job] = job;
+    let job = waiting::annotate_one(&state.queue, state.lease_timeout, enqueued.job).await?;
     Ok((
         status,
         Json(JobResponse {
@@ -250,9 +248,7 @@ pub async fn get(
         .job(id.clone())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
-    let mut job = [job];
-    waiting::annotate(&state.queue, state.lease_timeout, &mut job).await?;
-    let [job] = job;
+    let job = waiting::annotate_one(&state.queue, state.lease_timeout, job).await?;
     Ok(Json(JobResponse { job, created: None }))
 }
 
