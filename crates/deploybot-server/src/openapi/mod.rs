@@ -2,9 +2,11 @@
 //! from assets compiled into the binary, so they work offline.
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::state::AppState;
 
@@ -98,6 +100,25 @@ pub fn finish(api: &mut utoipa::openapi::OpenApi) {
 }
 
 /// `/openapi.json` (the document `api`) and the docs UI at `/docs`.
-pub fn routes(api: utoipa::openapi::OpenApi) -> Router<AppState> {
-    SwaggerUi::new("/docs").url("/openapi.json", api).into()
+///
+/// The document is serialized once, here: it is large (every operation's
+/// shared answers and headers), the same for every request, and its
+/// struct need not stay in memory.
+pub fn routes(api: &utoipa::openapi::OpenApi) -> Router<AppState> {
+    let json = match serde_json::to_vec(api) {
+        Ok(json) => Bytes::from(json),
+        Err(err) => {
+            // Not reachable: the document is plain data.
+            tracing::error!(error = %err, "cannot serialize the OpenAPI document");
+            Bytes::from_static(b"{}")
+        }
+    };
+    let document = axum::routing::get(move || {
+        let json = json.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], json) }
+    });
+    let docs: Router<AppState> = SwaggerUi::new("/docs")
+        .config(Config::from("/openapi.json"))
+        .into();
+    docs.route("/openapi.json", document)
 }

@@ -153,7 +153,7 @@ fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut api) = table().split_for_parts();
     openapi::finish(&mut api);
     let router = router
-        .merge(openapi::routes(api.clone()))
+        .merge(openapi::routes(&api))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state);

@@ -31,6 +31,11 @@ async fn the_docs_page_is_served_as_html() {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let page = response.text().await.unwrap();
     assert!(page.to_lowercase().contains("<html"), "{page}");
+    // The page loads the document from /openapi.json.
+    let initializer = app.get("/docs/swagger-initializer.js").await;
+    assert_eq!(initializer.status(), StatusCode::OK);
+    let script = initializer.text().await.unwrap();
+    assert!(script.contains("\"/openapi.json\""), "{script}");
 }
 
 #[tokio::test]
