@@ -180,22 +180,19 @@ impl AppsConfig {
     /// What to tell an agent registering for `host` that no app deploys
     /// to: it would otherwise wait for jobs that never come.
     pub fn unserved_host_warning(&self, host: &str) -> Option<String> {
-        if self
-            .apps
-            .iter()
-            .any(|app| app.hosts.iter().any(|h| h == host))
-        {
+        let hosts = self.hosts();
+        if hosts.contains(host) {
             return None;
         }
-        let mut known: Vec<&str> = self.hosts().into_iter().collect();
-        known.truncate(10);
+        let known: Vec<&str> = hosts.into_iter().take(10).collect();
         let known = if known.is_empty() {
             "it lists no host".to_owned()
         } else {
             format!("its hosts: {}", known.join(", "))
         };
         Some(format!(
-            "no app in apps.yaml deploys to {host}, so this agent gets no jobs until one does              (is --hostname right? {known})"
+            "no app in apps.yaml deploys to {host}, so this agent gets no jobs until one does \
+             (is --hostname right? {known})"
         ))
     }
 

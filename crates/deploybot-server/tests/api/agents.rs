@@ -23,10 +23,12 @@ async fn registering_a_host_no_app_lists_answers_a_warning() {
         .await
         .unwrap_or_else(|_| panic!("refused"));
 
-    let warning = stray.warning.unwrap_or_default();
-    assert!(
-        warning.starts_with("no app in apps.yaml deploys to web-99, so this agent gets no jobs"),
-        "{warning}"
+    assert_eq!(
+        stray.warning.as_deref(),
+        Some(
+            "no app in apps.yaml deploys to web-99, so this agent gets no jobs until one does \
+             (is --hostname right? its hosts: api-01, docs-01, web-01, web-02)"
+        )
     );
     assert_eq!(listed.warning, None);
 }
