@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use deploybot_wire::{DeploySpec, Job, job_env};
+use deploybot_wire::{DeploySpec, Job, job_env, names};
 use rustix::process::{Pid, Signal};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
@@ -88,7 +88,7 @@ pub(crate) fn spawn(job: &Job, launch: &Launch<'_>, inherit: &[String]) -> Resul
         .env(job_env::APP, &job.app)
         .env(job_env::REPO, &job.repo)
         .env(job_env::REF, &job.git_ref)
-        .env(job_env::REF_NAME, ref_name(&job.git_ref))
+        .env(job_env::REF_NAME, names::ref_name(&job.git_ref))
         .env(job_env::HOST, &job.host)
         .env(job_env::ATTEMPT, job.attempt.to_string())
         .stdin(Stdio::null())
@@ -139,14 +139,6 @@ pub(crate) fn spawn(job: &Job, launch: &Launch<'_>, inherit: &[String]) -> Resul
         stdout,
         stderr,
     })
-}
-
-/// `main` of `refs/heads/main`, `v1.2.0` of `refs/tags/v1.2.0`.
-fn ref_name(git_ref: &str) -> &str {
-    git_ref
-        .strip_prefix("refs/heads/")
-        .or_else(|| git_ref.strip_prefix("refs/tags/"))
-        .unwrap_or(git_ref)
 }
 
 /// `No such file or directory` rather than `No such file or directory (os error 2)`.
@@ -202,13 +194,6 @@ pub(crate) async fn terminate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ref_names_drop_the_namespace() {
-        assert_eq!(ref_name("refs/heads/release/1.2"), "release/1.2");
-        assert_eq!(ref_name("refs/tags/v1.2.0"), "v1.2.0");
-        assert_eq!(ref_name("refs/pull/1/head"), "refs/pull/1/head");
-    }
 
     #[test]
     fn os_errors_read_like_sentences() {

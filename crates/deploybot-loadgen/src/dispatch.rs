@@ -115,13 +115,7 @@ async fn poll(
     let mut conn = Connection::open(addr).await?;
     let id = &agent.id;
     loop {
-        let request = Request::json(
-            Method::POST,
-            &format!("/v1/agents/{id}/heartbeat?wait=25"),
-            &json!({"status": "idle"}),
-        )
-        .bearer(&agent.token);
-        let (status, body) = conn.send(request).await?;
+        let (status, body) = conn.send(agent.heartbeat(25)).await?;
         let at = Instant::now();
         anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
         let answer: serde_json::Value = serde_json::from_slice(&body)?;

@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-use serde_json::json;
-
-use crate::client::{Connection, Request};
+use crate::client::Connection;
 use crate::register_agents;
 
 pub async fn run(addr: &str, agents: usize, hold: Duration) -> anyhow::Result<()> {
@@ -21,13 +18,7 @@ pub async fn run(addr: &str, agents: usize, hold: Duration) -> anyhow::Result<()
             let mut conn = Connection::open(&addr).await?;
             connected.fetch_add(1, Ordering::Relaxed);
             while Instant::now() < deadline {
-                let request = Request::json(
-                    Method::POST,
-                    &format!("/v1/agents/{}/heartbeat?wait=60", agent.id),
-                    &json!({"status": "idle"}),
-                )
-                .bearer(&agent.token);
-                let (status, _) = conn.send(request).await?;
+                let (status, _) = conn.send(agent.heartbeat(60)).await?;
                 anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
             }
             anyhow::Ok(())

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::client::{Connection, Request};
 use crate::stats::Latencies;
-use crate::{BenchAgent, admin_token, register_agents, signed_push};
+use crate::{BenchAgent, log_stream_request, register_agents, signed_push};
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -163,11 +163,7 @@ async fn upload(
 /// Reads the whole log stream for `for_how_long`: lines seen and their delay.
 async fn subscribe(addr: String, for_how_long: Duration) -> anyhow::Result<(u64, Latencies)> {
     let mut conn = Connection::open(&addr).await?;
-    let mut request = Request::new(Method::GET, "/v1/logs/stream", String::new());
-    if let Some(token) = admin_token() {
-        request = request.bearer(&token);
-    }
-    let response = conn.send_streaming(request).await?;
+    let response = conn.send_streaming(log_stream_request()).await?;
     anyhow::ensure!(
         response.status() == 200,
         "stream: HTTP {}",

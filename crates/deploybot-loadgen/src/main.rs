@@ -239,6 +239,27 @@ pub struct BenchAgent {
     pub token: String,
 }
 
+impl BenchAgent {
+    /// An idle heartbeat held up to `wait_secs` for a job.
+    pub fn heartbeat(&self, wait_secs: u64) -> client::Request {
+        client::Request::json(
+            hyper::Method::POST,
+            &format!("/v1/agents/{}/heartbeat?wait={wait_secs}", self.id),
+            &serde_json::json!({"status": "idle"}),
+        )
+        .bearer(&self.token)
+    }
+}
+
+/// `GET /v1/logs/stream`, everything, with the admin token if there is one.
+pub fn log_stream_request() -> client::Request {
+    let request = client::Request::new(hyper::Method::GET, "/v1/logs/stream", String::new());
+    match admin_token() {
+        Some(token) => request.bearer(&token),
+        None => request,
+    }
+}
+
 /// The enrollment token to register with (`DEPLOYBOT_ENROLLMENT_TOKEN`, as
 /// the controller reads it); none for a controller in open mode.
 fn enrollment_token() -> Option<String> {

@@ -14,7 +14,7 @@ use hyper::Method;
 use serde_json::json;
 
 use crate::client::{Connection, Request};
-use crate::{BenchAgent, admin_token, register_agents, signed_push};
+use crate::{BenchAgent, admin_token, log_stream_request, register_agents, signed_push};
 
 /// Lines of output each job uploads.
 const LINES_PER_JOB: u64 = 5;
@@ -131,13 +131,7 @@ async fn work(addr: &str, agent: &BenchAgent, counts: &Counts) -> anyhow::Result
     let mut conn = Connection::open(addr).await?;
     let id = &agent.id;
     loop {
-        let request = Request::json(
-            Method::POST,
-            &format!("/v1/agents/{id}/heartbeat?wait=25"),
-            &json!({"status": "idle"}),
-        )
-        .bearer(&agent.token);
-        let (status, body) = conn.send(request).await?;
+        let (status, body) = conn.send(agent.heartbeat(25)).await?;
         anyhow::ensure!(status == 200, "heartbeat: HTTP {status}");
         let answer: serde_json::Value = serde_json::from_slice(&body)?;
         let job = &answer["job"];
@@ -176,11 +170,7 @@ async fn work(addr: &str, agent: &BenchAgent, counts: &Counts) -> anyhow::Result
 async fn stream_churn(addr: &str, counts: &Counts) -> anyhow::Result<()> {
     loop {
         let mut conn = Connection::open(addr).await?;
-        let mut request = Request::new(Method::GET, "/v1/logs/stream", String::new());
-        if let Some(token) = admin_token() {
-            request = request.bearer(&token);
-        }
-        let response = conn.send_streaming(request).await?;
+        let response = conn.send_streaming(log_stream_request()).await?;
         anyhow::ensure!(
             response.status() == 200,
             "stream: HTTP {}",

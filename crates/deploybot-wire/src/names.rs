@@ -129,6 +129,15 @@ pub fn full_ref(git_ref: &str) -> String {
     }
 }
 
+/// The short name of a full ref: `main` of `refs/heads/main`, `v1.2.0` of
+/// `refs/tags/v1.2.0`; any other ref as it is.
+pub fn ref_name(git_ref: &str) -> &str {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref)
+}
+
 /// A commit SHA: 7 to 64 hex digits (short, SHA-1 or SHA-256).
 pub fn check_sha(sha: &str) -> Result<(), String> {
     if (7..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -141,6 +150,15 @@ pub fn check_sha(sha: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_name_is_a_branch_and_short_names_drop_the_namespace() {
+        assert_eq!(full_ref("main"), "refs/heads/main");
+        assert_eq!(full_ref("refs/tags/v1"), "refs/tags/v1");
+        assert_eq!(ref_name("refs/heads/release/1.2"), "release/1.2");
+        assert_eq!(ref_name("refs/tags/v1.2.0"), "v1.2.0");
+        assert_eq!(ref_name("refs/pull/1/head"), "refs/pull/1/head");
+    }
 
     #[test]
     fn repos() {

@@ -23,13 +23,13 @@ pub enum ForgetRefused {
     Store(#[from] StoreError),
 }
 
-/// Whether `host`, which the apps `listed_by` deploy to, may be forgotten
-/// with its agent `agent` (its status as seen now).
+/// The agent to forget with `host`, which the apps `listed_by` deploy to,
+/// given its agent `agent` (its status as seen now); or why not.
 pub fn may_forget(
     host: &str,
     listed_by: Vec<String>,
-    agent: Option<&Agent>,
-) -> Result<(), ForgetRefused> {
+    agent: Option<Agent>,
+) -> Result<Agent, ForgetRefused> {
     if !listed_by.is_empty() {
         return Err(ForgetRefused::Listed {
             host: host.to_owned(),
@@ -44,7 +44,7 @@ pub fn may_forget(
             host: host.to_owned(),
             status: agent.status.as_str(),
         }),
-        Some(_) => Ok(()),
+        Some(agent) => Ok(agent),
     }
 }
 
@@ -115,13 +115,7 @@ impl Queue {
         if let Some(agent) = &mut agent {
             self.presence.refresh(agent, offline_after);
         }
-        may_forget(host, listed_by, agent.as_ref())?;
-        let Some(agent) = agent else {
-            // may_forget refuses a host without an agent.
-            return Err(ForgetRefused::NoAgent {
-                host: host.to_owned(),
-            });
-        };
+        let agent = may_forget(host, listed_by, agent)?;
         self.store.forget_agent(agent.id.clone()).await?;
         self.agent_revoked(&agent.id);
         self.audit(
@@ -184,8 +178,13 @@ mod tests {
     #[test]
     fn only_a_host_no_app_lists_and_no_live_agent_uses_is_forgotten() {
         let offline = agent(AgentStatus::Offline);
-        assert!(may_forget("old-01", vec![], Some(&offline)).is_ok());
-        let listed = may_forget("old-01", vec!["web".into()], Some(&offline)).unwrap_err();
+        assert_eq!(
+            may_forget("old-01", vec![], Some(offline.clone()))
+                .unwrap()
+                .id,
+            "a1"
+        );
+        let listed = may_forget("old-01", vec!["web".into()], Some(offline)).unwrap_err();
         assert_eq!(
             listed.to_string(),
             "old-01 is deployed to by web: remove it from apps.yaml first"
@@ -196,7 +195,7 @@ mod tests {
         ));
         for status in [AgentStatus::Idle, AgentStatus::Busy, AgentStatus::Online] {
             assert!(matches!(
-                may_forget("old-01", vec![], Some(&agent(status))),
+                may_forget("old-01", vec![], Some(agent(status))),
                 Err(ForgetRefused::InUse { .. })
             ));
         }

@@ -81,8 +81,8 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> Result<(StatusCode, Json<JobResponse>), ApiError> {
     names::check_repo(&request.repo).map_err(ApiError::invalid)?;
-    names::check_ref(&request.git_ref).map_err(ApiError::invalid)?;
-    // Stored as a push stores it: `main` and `refs/heads/main` are one ref.
+    // Stored (and checked) as a push stores it: `main` and `refs/heads/main`
+    // are one ref.
     let git_ref = names::full_ref(&request.git_ref);
     names::check_ref(&git_ref).map_err(ApiError::invalid)?;
     names::check_hostname(&request.host).map_err(ApiError::invalid)?;
@@ -207,7 +207,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Job>>, ApiError> {
     caller.require_read()?;
     let limit = super::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let jobs = state
+    let mut jobs = state
         .queue
         .store()
         .jobs(JobFilter {
@@ -219,7 +219,6 @@ pub async fn list(
             limit,
         })
         .await?;
-    let mut jobs = jobs;
     waiting::annotate(&state.queue, state.lease_timeout, &mut jobs).await?;
     Ok(Json(jobs))
 }

@@ -2,9 +2,10 @@
 //! typo (`--app wbe`) says so instead of printing nothing or following a
 //! stream that will never carry a line.
 
-use deploybot_wire::{AppsResponse, HostsResponse};
+use deploybot_wire::AppsResponse;
 
 use super::client::{CliError, Client, Kind, Result};
+use super::info;
 
 /// Fails unless the controller's apps.yaml has an app named `app`.
 pub async fn check_app(client: &Client, app: &str) -> Result<()> {
@@ -22,25 +23,11 @@ pub async fn check_app(client: &Client, app: &str) -> Result<()> {
 
 /// Fails unless some app lists `host` or an agent registered for it.
 pub async fn check_host(client: &Client, host: &str) -> Result<()> {
-    let mut names = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page: HostsResponse = client
-            .get(
-                &["v1", "hosts"],
-                &[("limit", Some("1000".to_owned())), ("after", after)],
-            )
-            .await?;
-        if page.hosts.iter().any(|known| known.hostname == host) {
-            return Ok(());
-        }
-        names.extend(page.hosts.into_iter().map(|h| h.hostname));
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+    let hosts = info::all_hosts(client).await?;
+    if hosts.iter().any(|known| known.hostname == host) {
+        return Ok(());
     }
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let names: Vec<&str> = hosts.iter().map(|h| h.hostname.as_str()).collect();
     Err(CliError::new(
         Kind::NotFound,
         format!("no host named {host:?} on this controller"),

@@ -2,11 +2,11 @@
 //! `deliveries`, `explain`.
 
 use deploybot_wire::{
-    Agent, AppsResponse, Delivery, DeliveryVerdict, ExplainResponse, HostsResponse, Job,
+    Agent, AppsResponse, Delivery, DeliveryVerdict, ExplainResponse, HostInfo, HostsResponse, Job,
     StatusResponse,
 };
 
-use super::client::Result;
+use super::client::{Client, Result};
 use super::output::{self, Cell, Paint, Table};
 use super::{Ctx, ExplainArgs};
 
@@ -103,26 +103,30 @@ fn uptime(up: std::time::Duration) -> String {
     }
 }
 
-pub async fn hosts(ctx: &Ctx) -> Result<()> {
-    let mut answer = HostsResponse {
-        hosts: Vec::new(),
-        next_after: None,
-    };
+/// Every host, page by page.
+pub async fn all_hosts(client: &Client) -> Result<Vec<HostInfo>> {
+    let mut hosts = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page: HostsResponse = ctx
-            .client
+        let page: HostsResponse = client
             .get(
                 &["v1", "hosts"],
                 &[("limit", Some("1000".to_owned())), ("after", after)],
             )
             .await?;
-        answer.hosts.extend(page.hosts);
+        hosts.extend(page.hosts);
         match page.next_after {
             Some(next) => after = Some(next),
-            None => break,
+            None => return Ok(hosts),
         }
     }
+}
+
+pub async fn hosts(ctx: &Ctx) -> Result<()> {
+    let answer = HostsResponse {
+        hosts: all_hosts(&ctx.client).await?,
+        next_after: None,
+    };
     if ctx.json {
         output::print_json(&answer);
         return Ok(());
